@@ -1,0 +1,79 @@
+"""``decseg`` entry point: one sub-module per command, each with ``add_parser`` and ``run``.
+
+Sub-modules import torch and friends inside ``run`` so that ``decseg --help`` stays fast.
+Errors derived from DecsegError are printed as one message with a non-zero exit; the
+traceback is shown only with ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from decseg import __version__
+from decseg.errors import DecsegError
+
+COMMANDS = [
+    ("synth", "generate a synthetic lesion dataset"),
+    ("prepare", "build the dataset layout from a public benchmark download"),
+    ("train", "train DEC-Seg or a baseline"),
+    ("predict", "write prediction maps from a checkpoint"),
+    ("evaluate", "toolbox-exact metrics of prediction maps against masks"),
+    ("summary", "parameters per module and output shapes"),
+    ("benchmark", "training step time / inference throughput and peak memory"),
+    ("demo", "the whole method end to end on synthetic data, with a report"),
+    ("export", "export the inference network to ONNX"),
+]
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """The shared ``--config`` / ``--set key=value`` options."""
+    p.add_argument("--config", default=None, help="YAML file or preset name (polyp, isic2018, lgg)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set model.encoder=resnet18 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="decseg", description="DEC-Seg semi-supervised medical image segmentation toolkit")
+    parser.add_argument("--version", action="version", version=f"decseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS:
+        try:
+            mod = importlib.import_module(f"decseg.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"decseg.cli.{name}":
+                continue  # command not built yet
+            raise
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
+        mod.add_parser(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        rc = args._run(args)
+        return int(rc or 0)
+    except DecsegError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"decseg {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"decseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an unexpected failure: one line, plus how to get details
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"decseg {args.command}: unexpected {type(e).__name__}: {e}\n"
+                  f"(run again with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1

@@ -1,0 +1,263 @@
+"""Typed configuration: defaults, then a YAML file, then ``key=value`` overrides.
+
+Layer 1 of the package: no torch, no models. Every other layer reads a
+:class:`Config`. Unknown keys and wrong types are errors that name the key and
+the expected type, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from decseg.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def half_size(size: int) -> int:
+    """Half-scale input size ``s = 32 * round(S / 64)`` (Python's round, as the paper's code)."""
+    return 32 * round(size * 0.5 / 32)
+
+
+@dataclass
+class DataConfig:
+    name: str = "polyp"
+    size: int = 352  # S: full input size; must be a multiple of 32
+    channels: int = 3  # C: image channels fed to the network
+    classes: int = 2  # K: background + lesion
+    # Image interpolation for the resized views: "area", "bilinear", or "parity"
+    # (nearest for images too, as the released code does). Masks are always nearest.
+    interpolation: str = "area"
+    geometric_aug: bool = False  # random flips/rotations; off in the paper config
+    num_workers: int = 2
+
+    @property
+    def half_size(self) -> int:
+        return half_size(self.size)
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "res2net50d"  # any timm CNN name with five feature levels
+    # true: timm's pretrained weights; false: random init; a path: local checkpoint
+    pretrained: Union[bool, str] = True
+    cfa: bool = True  # cross-level feature aggregation
+    sc: bool = True  # second (half-scale) decoder and the scale-consistency loss
+    dcf: bool = True  # dual-scale complementary fusion decoder (needs sc)
+
+
+@dataclass
+class TrainConfig:
+    method: str = "decseg"  # decseg | supervised | meanteacher
+    spc: bool = True  # perturbed pass + L_spc
+    cc: bool = True  # reconstruction generators + L_cc (needs spc)
+    semi: bool = True  # use unlabeled data at all
+    iterations: int = 10000
+    batch_labeled: int = 3
+    batch_unlabeled: int = 3
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    consistency: float = 1.0  # lambda on L_sc + L_spc + L_cc
+    rampup: int = 0  # sigmoid ramp-up length of lambda in iterations; 0 = constant (released code)
+    ema_decay: float = 0.99  # mean teacher
+    val_every: int = 200
+    log_every: int = 20
+    image_every: int = 1000  # TensorBoard images; 0 = never
+    seed: int = 1337
+    amp: str = "bf16"  # off | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    channels_last: bool = True
+    compile: bool = False
+    checkpointing: bool = False  # activation checkpointing of the 2048-channel fusion levels
+    sync_bn: bool = False  # SyncBatchNorm under DDP
+    max_nonfinite: int = 5  # consecutive non-finite steps before the run stops
+
+
+@dataclass
+class PredictConfig:
+    batch_size: int = 8
+    tta: bool = False  # horizontal-flip test-time augmentation
+    amp: str = "off"  # off | bf16
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def validate(self) -> "Config":
+        """Check values that types alone cannot; raises ConfigError with what to do."""
+        d, m, t = self.data, self.model, self.train
+        if d.size <= 0 or d.size % 32:
+            raise ConfigError(
+                f"data.size={d.size} must be a positive multiple of 32 (the encoder downsamples "
+                f"by 32); try data.size={max(32, 32 * round(d.size / 32))}"
+            )
+        if d.channels < 1:
+            raise ConfigError(f"data.channels={d.channels} must be >= 1")
+        if d.classes < 2:
+            raise ConfigError(f"data.classes={d.classes} must be >= 2 (background + lesion)")
+        _choice("data.interpolation", d.interpolation, ("area", "bilinear", "parity"))
+        _choice("train.method", t.method, ("decseg", "supervised", "meanteacher"))
+        _choice("train.amp", t.amp, ("off", "bf16", "fp16"))
+        _choice("predict.amp", self.predict.amp, ("off", "bf16"))
+        if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
+            raise ConfigError(f"train.device={t.device!r} must be auto, cpu, cuda or cuda:N")
+        if m.dcf and not m.sc:
+            raise ConfigError(
+                "model.dcf=true needs model.sc=true: the fusion decoder fuses the two scale "
+                "decoders. Set model.dcf=false too, or model.sc=true."
+            )
+        if t.cc and not t.spc and t.method == "decseg" and t.semi:
+            raise ConfigError(
+                "train.cc=true needs train.spc=true: the generators reconstruct from the "
+                "perturbed pass. Set train.cc=false too, or train.spc=true."
+            )
+        if t.iterations < 1:
+            raise ConfigError(f"train.iterations={t.iterations} must be >= 1")
+        if t.lr <= 0:
+            raise ConfigError(f"train.lr={t.lr} must be > 0")
+        if t.batch_labeled < 1:
+            raise ConfigError(f"train.batch_labeled={t.batch_labeled} must be >= 1")
+        return self
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(allowed)}")
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotated type ``tp``; ints are accepted for floats."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected bool (true/false), got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected int, got {value!r} ({type(value).__name__})")
+    if tp in (str, float) and not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _resolve_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _apply(cfg: Config, key: str, value: Any) -> None:
+    parts = key.split(".")
+    if len(parts) != 2:
+        raise ConfigError(
+            f"config key {key!r} must look like section.name, sections: {', '.join(_SECTIONS)}"
+        )
+    section, name = parts
+    if section not in _SECTIONS:
+        raise ConfigError(f"unknown config section {section!r} in {key!r}; known: {', '.join(_SECTIONS)}")
+    obj = getattr(cfg, section)
+    hints = _resolve_types(type(obj))
+    if name not in hints:
+        raise ConfigError(
+            f"unknown config key {key!r}; known keys in {section}: {', '.join(sorted(hints))}"
+        )
+    setattr(obj, name, _coerce(key, value, hints[name]))
+
+
+def _flatten(d: dict[str, Any], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, values in d.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown config section {section!r}; known: {', '.join(_SECTIONS)}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping of keys")
+        for k, v in values.items():
+            flat[f"{section}.{k}"] = v
+    return flat
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.lr=0.001"`` -> ``("train.lr", 0.001)``; values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. train.lr=0.001")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if value is None and raw.strip().lower() in ("null", "none", "~"):
+        value = raw
+    return key.strip(), value
+
+
+def find_config(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or the name of a bundled preset (``polyp``, ``isic2018``, ``lgg``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    bundled = CONFIG_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    presets = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"config {str(name_or_path)!r} is not a file nor a preset; presets: {', '.join(presets)}")
+
+
+def config_from_dict(d: dict[str, Any], source: str = "<dict>") -> Config:
+    cfg = Config()
+    for k, v in _flatten(d, source).items():
+        _apply(cfg, k, v)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                validate: bool = True) -> Config:
+    """Defaults, then the YAML file (or preset name), then ``key=value`` overrides."""
+    cfg = Config()
+    if path is not None:
+        p = find_config(path)
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: a config file must be a mapping of sections")
+        for k, v in _flatten(raw, str(p)).items():
+            try:
+                _apply(cfg, k, v)
+            except ConfigError as e:
+                raise ConfigError(f"{p}: {e}") from None
+    for text in overrides or []:
+        _apply(cfg, *parse_override(text))
+    return cfg.validate() if validate else cfg

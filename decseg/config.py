@@ -122,10 +122,10 @@ class Config:
     def validate(self) -> "Config":
         """Check values that types alone cannot; raises ConfigError with what to do."""
         d, m, t = self.data, self.model, self.train
-        if d.size <= 0 or d.size % 32:
+        if d.size < 64 or d.size % 32:
             raise ConfigError(
-                f"data.size={d.size} must be a positive multiple of 32 (the encoder downsamples "
-                f"by 32); try data.size={max(32, 32 * round(d.size / 32))}"
+                f"data.size={d.size} must be a multiple of 32 and at least 64 (the encoder downsamples "
+                f"by 32, and the half-scale input must be too); try data.size={max(64, 32 * round(d.size / 32))}"
             )
         if d.channels < 1:
             raise ConfigError(f"data.channels={d.channels} must be >= 1")

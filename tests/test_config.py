@@ -58,6 +58,7 @@ def test_wrong_type_names_key_and_expected_type(tmp_path):
 
 @pytest.mark.parametrize("override,msg", [
     ("data.size=100", "multiple of 32"),
+    ("data.size=32", "at least 64"),
     ("train.amp=fp8", "train.amp"),
     ("train.method=fixmatch", "train.method"),
     ("train.device=tpu", "train.device"),

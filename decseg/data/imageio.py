@@ -1,0 +1,213 @@
+"""Reading images and masks of any common flavour into plain numpy arrays.
+
+``read_image`` returns uint8 HxWxC; ``read_mask`` returns bool HxW. Every failure
+(zero-byte, truncated, corrupt, not an image) raises :class:`DataError` naming the file.
+
+Mask rule (documented in docs/DATA.md):
+- colour masks are reduced to their brightest channel (alpha ignored);
+- a mask whose maximum value is 1 (0/1 masks, 1-bit PNGs) has foreground = value >= 1;
+- otherwise foreground = value > half of the full scale: 127.5 for 8-bit, 32767.5 for
+  16-bit (but a 16-bit file whose values stay <= 255 is treated as 8-bit).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from decseg.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+# Files that are never images and never worth a complaint.
+IGNORED_NAMES = ("thumbs.db", "desktop.ini")
+
+
+def is_image_name(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_ignorable(path: str | Path) -> bool:
+    """Hidden files and OS clutter (.DS_Store, Thumbs.db) that folders of images often contain."""
+    name = Path(path).name
+    return name.startswith(".") or name.lower() in IGNORED_NAMES
+
+
+def _fail(path: Path, why: str) -> DataError:
+    return DataError(f"{path}: cannot read image ({why}); the file is corrupt, truncated or not an "
+                     f"image - replace it, or remove it from the folder")
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    # tifffile reads what PIL cannot (16-bit RGB, float, multi-sample TIFFs).
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        arr = page.asarray()
+        photometric = getattr(page.photometric, "name", "")
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar (CxHxW) storage
+    if photometric == "SEPARATED" and arr.ndim == 3 and arr.shape[-1] >= 4:
+        arr = _cmyk_to_rgb(arr[..., :4])
+    if photometric == "MINISWHITE" and arr.ndim == 2:
+        arr = (np.iinfo(arr.dtype).max - arr) if arr.dtype.kind == "u" else arr.max() - arr
+    return arr
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
+    c, m, y, k = (cmyk[..., i].astype(np.float64) / 255.0 for i in range(4))
+    rgb = np.stack([(1 - c) * (1 - k), (1 - m) * (1 - k), (1 - y) * (1 - k)], axis=-1)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def _pil_to_array(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode == "P" or mode == "PA":
+        img = img.convert("RGBA")
+    elif mode == "CMYK":
+        img = img.convert("RGB")
+    elif mode in ("YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    elif mode.startswith("I;16"):
+        return np.array(img).astype(np.uint16)
+    arr = np.array(img)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def _draft(img: Image.Image, min_side: int | None) -> None:
+    """Let a large JPEG decode at 1/2, 1/4 or 1/8 scale (DCT scaling) keeping both sides >= min_side.
+
+    Decoding a 12-megapixel ISIC photo in full takes ~1 s; the training views only need S.
+    """
+    if not min_side or img.format != "JPEG" or img.mode not in ("RGB", "L", "CMYK"):
+        return
+    ratio = min(img.size) / min_side
+    if ratio >= 2:
+        img.draft(img.mode, (max(1, int(img.width / ratio)), max(1, int(img.height / ratio))))
+
+
+def read_raw(path: str | Path, min_side: int | None = None) -> np.ndarray:
+    """The stored pixels: HxW or HxWxC, dtype as stored (palette/CMYK already made RGB).
+
+    ``min_side``: a JPEG may come back reduced, but never below this on either side.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise _fail(path, "zero-byte file")
+    if path.suffix.lower() in TIFF_EXTENSIONS:
+        try:
+            arr = _read_tiff(path)
+        except Exception:  # noqa: BLE001 - fall back to PIL, which reports its own error below
+            arr = None
+        if arr is not None and arr.size:
+            return arr
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EXIF/ICC warnings are noise here
+            with Image.open(path) as img:
+                _draft(img, min_side)
+                img.load()  # decode now so truncated files fail here, not later
+                return _pil_to_array(img)
+    except Image.DecompressionBombError as e:
+        raise _fail(path, f"too large: {e}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as e:
+        raise _fail(path, str(e) or type(e).__name__) from None
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype.kind in "ui":
+        # 16-bit data (uint16, or PIL's int32 'I' mode): full scale 65535 -> 255. An int32
+        # image whose values all fit in 8 bits is taken as 8-bit.
+        full = 255.0 if (arr.dtype != np.uint16 and arr.max(initial=0) <= 255) else 65535.0
+        return np.clip(np.round(arr.astype(np.float64) * (255.0 / full)), 0, 255).astype(np.uint8)
+    if arr.dtype.kind == "f":
+        a = np.nan_to_num(arr.astype(np.float64))
+        scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
+        return np.clip(np.round(a * scale), 0, 255).astype(np.uint8)
+    raise DataError(f"unsupported pixel type {arr.dtype}")
+
+
+def read_image(path: str | Path, channels: int = 3, min_side: int | None = None) -> np.ndarray:
+    """An image as uint8 HxWxC with C = ``channels`` (grey is repeated, alpha dropped).
+
+    ``min_side``: for callers that shrink the image anyway; a large JPEG may then be decoded
+    at a reduced scale whose sides stay >= min_side (the full extent is kept).
+    """
+    path = Path(path)
+    arr = read_raw(path, min_side)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise DataError(f"{path}: expected a 2-D image, got an array of shape {arr.shape}")
+    try:
+        arr = _to_uint8(arr)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+    c = arr.shape[-1]
+    if c in (2, 4):
+        arr, c = arr[..., : c - 1], c - 1  # drop alpha
+    if c > 4:
+        raise DataError(f"{path}: {c} channels; expected grey, RGB or RGBA")
+    if c == channels:
+        return np.ascontiguousarray(arr)
+    if c == 1:
+        return np.repeat(arr, channels, axis=-1)
+    if channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
+        grey = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return np.round(grey).astype(np.uint8)[..., None]
+    raise DataError(f"{path}: has {c} channels but {channels} were asked for (data.channels)")
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A binary mask as bool HxW, by the rule in this module's docstring."""
+    path = Path(path)
+    arr = read_raw(path)
+    if arr.ndim == 3:
+        c = arr.shape[-1]
+        if c in (2, 4):
+            arr = arr[..., : c - 1]
+        arr = arr.max(axis=-1)
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D mask, got an array of shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr.copy()
+    a = arr.astype(np.float64)
+    top = a.max(initial=0)
+    if top <= 1:
+        return a >= 1 if arr.dtype.kind in "ui" else a > 0.5
+    full = 65535.0 if (arr.dtype.itemsize >= 2 and arr.dtype.kind in "ui" and top > 255) else 255.0
+    return a > full / 2
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) from the header when PIL can, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except Exception:  # noqa: BLE001 - fall back to a full read, which names the problem
+        a = read_raw(path)
+        return a.shape[0], a.shape[1]
+
+
+def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
+    """A bool mask as an 8-bit 0/255 PNG."""
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(path, format="PNG")
+
+
+def write_image_png(path: str | Path, image: np.ndarray) -> None:
+    img = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    Image.fromarray(np.ascontiguousarray(img)).save(path, format="PNG")

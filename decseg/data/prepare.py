@@ -1,0 +1,475 @@
+"""Build the dataset layout from the public benchmark downloads.
+
+Tasks: ``polyp`` (PraNet TrainDataset/TestDataset, or raw Kvasir-SEG / CVC-ClinicDB),
+``isic2018`` (task 1, seeded 80/20 train/test), ``lgg`` (kaggle_3m, split by patient) and
+``folder`` (SRC/images + SRC/masks). docs/DATA.md documents what each accepts.
+
+Every image/mask pair is decoded and checked once. Problems (unreadable file, image without
+mask or the reverse, size mismatch) are collected; without ``skip_bad`` they stop the run
+with a DataError listing them, with it they are left out and listed in
+``DATA/prepare_report.json``. Everything is written into a temp folder renamed at the end.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+from PIL import Image
+
+from decseg.data.imageio import (IMAGE_EXTENSIONS, is_ignorable, is_image_name, read_image, read_mask,
+                                 write_image_png, write_mask_png)
+from decseg.data.splits import Amount, labeled_split, parse_amount, take, write_id_list
+from decseg.errors import DataError
+from decseg.utils.io import atomic_dir
+
+TASKS = ("polyp", "isic2018", "lgg", "folder")
+# Input size S recorded in dataset.yaml (the paper's sizes).
+SIZES = {"polyp": 352, "isic2018": 352, "lgg": 256, "folder": 352}
+DEFAULT_VAL = {"polyp": 0.05, "isic2018": 0.05, "lgg": 0.1, "folder": 0.1}
+DEFAULT_TEST = {"polyp": 0.1, "isic2018": 0.2, "lgg": 0.2, "folder": 0.0}
+PAPER_TEST = {"lgg": 0.25}  # --protocol paper: LGG lesion slices, 75% pool (~1,030 slices)
+KEEP_FORMATS = (".png", ".jpg", ".jpeg", ".bmp")  # copied byte for byte when 8-bit grey/RGB
+MAX_LISTED = 20
+
+
+@dataclass
+class Pair:
+    """One sample found in the download: its ID, files, and patient (LGG) if any."""
+
+    id: str
+    image: Path | None
+    mask: Path | None
+    group: str | None = None
+
+
+@dataclass
+class Found:
+    """What a task's scanner found: the training pool, given test sets, and files it skipped."""
+
+    train: list[Pair]
+    tests: dict[str, list[Pair]] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    source: str = ""
+    carve_tests: dict[str, list[Pair]] = field(default_factory=dict)  # pools to split a test set from
+
+
+# -- scanning the download ---------------------------------------------------------------
+def _image_files(folder: Path, ignored: list[str]) -> dict[str, Path]:
+    """stem -> image file; non-image files are noted in ``ignored``; duplicate stems are an error."""
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_dir():
+            continue
+        if is_ignorable(p) or not is_image_name(p):
+            ignored.append(str(p))
+            continue
+        if p.stem in out:
+            raise DataError(f"{folder}: {out[p.stem].name} and {p.name} have the same name with different "
+                            f"extensions; keep one of them (the ID must be unique)")
+        out[p.stem] = p
+    return out
+
+
+def pair_folders(images: Path, masks: Path, ignored: list[str], mask_suffix: str = "",
+                 group: str | None = None) -> list[Pair]:
+    """Match ``images/ID.*`` with ``masks/ID{mask_suffix}.*``; unmatched files become half pairs."""
+    imgs = _image_files(images, ignored)
+    msks: dict[str, Path] = {}
+    for stem, p in _image_files(masks, ignored).items():
+        if mask_suffix and not stem.endswith(mask_suffix):
+            ignored.append(str(p))
+            continue
+        msks[stem[: len(stem) - len(mask_suffix)] if mask_suffix else stem] = p
+    ids = sorted(set(imgs) | set(msks))
+    return [Pair(i, imgs.get(i), msks.get(i), group) for i in ids]
+
+
+def _child(folder: Path, *names: str) -> Path | None:
+    for n in names:
+        if (folder / n).is_dir():
+            return folder / n
+    return None
+
+
+def _images_masks(folder: Path) -> tuple[Path, Path] | None:
+    im, mk = _child(folder, "images", "image", "Images"), _child(folder, "masks", "mask", "Masks")
+    return (im, mk) if im and mk else None
+
+
+def _search(src: Path, test: Callable[[Path], bool], depth: int = 2) -> list[Path]:
+    """Folders under ``src`` (itself included, up to ``depth`` levels) for which ``test`` holds."""
+    found, level = [], [src]
+    for _ in range(depth + 1):
+        nxt = []
+        for d in level:
+            if test(d):
+                found.append(d)
+            else:
+                nxt += sorted(p for p in d.iterdir() if p.is_dir() and not is_ignorable(p))
+        level = nxt
+    return found
+
+
+def scan_polyp(src: Path) -> Found:
+    ignored: list[str] = []
+    train_dirs = _search(src, lambda d: d.name == "TrainDataset" and _images_masks(d) is not None, 1)
+    if train_dirs:
+        train_dir = train_dirs[0]
+        im, mk = _images_masks(train_dir)  # type: ignore[misc]
+        found = Found(pair_folders(im, mk, ignored), source="PraNet TrainDataset/TestDataset")
+        test_root = train_dir.parent / "TestDataset"
+        if test_root.is_dir():
+            for d in sorted(test_root.iterdir()):
+                if d.is_dir() and _images_masks(d):
+                    found.tests[d.name] = pair_folders(*_images_masks(d), ignored)  # type: ignore[misc]
+        found.ignored = ignored
+        return found
+    # Raw downloads: Kvasir-SEG (images/, masks/) and CVC-ClinicDB (Original/, Ground Truth/).
+    kvasir = _search(src, lambda d: _images_masks(d) is not None)
+    clinic = _search(src, lambda d: (d / "Original").is_dir() and (d / "Ground Truth").is_dir())
+    if not kvasir and not clinic:
+        raise DataError(
+            f"{src}: no polyp data found. Expected the PraNet split (TrainDataset/{{images,masks}} and "
+            f"TestDataset/SET/{{images,masks}}), or raw Kvasir-SEG (images/, masks/) and/or "
+            f"CVC-ClinicDB (Original/, Ground Truth/) folders; see docs/DATA.md")
+    found = Found([], source="raw Kvasir-SEG / CVC-ClinicDB (seeded 90/10 train/test per source)")
+    # The first (shallowest) match of each kind is used; others are listed as ignored.
+    if kvasir:
+        found.carve_tests["Kvasir"] = pair_folders(*_images_masks(kvasir[0]), ignored)  # type: ignore[misc]
+    if clinic:
+        found.carve_tests["CVC-ClinicDB"] = pair_folders(clinic[0] / "Original", clinic[0] / "Ground Truth",
+                                                         ignored)
+    ignored += [str(d) for d in kvasir[1:] + clinic[1:]]
+    found.ignored = ignored
+    return found
+
+
+def scan_isic(src: Path) -> Found:
+    ignored: list[str] = []
+    inputs = _search(src, lambda d: d.name == "ISIC2018_Task1-2_Training_Input", 2)
+    truths = _search(src, lambda d: d.name == "ISIC2018_Task1_Training_GroundTruth", 2)
+    if not inputs or not truths:
+        raise DataError(f"{src}: expected ISIC2018_Task1-2_Training_Input/ (ISIC_*.jpg) and "
+                        f"ISIC2018_Task1_Training_GroundTruth/ (ISIC_*_segmentation.png); see docs/DATA.md")
+    pairs = pair_folders(inputs[0], truths[0], ignored, mask_suffix="_segmentation")
+    return Found([], ignored=ignored, source="ISIC 2018 task 1 training set (seeded 80/20 train/test)",
+                 carve_tests={"isic2018": pairs})
+
+
+def scan_lgg(src: Path) -> Found:
+    ignored: list[str] = []
+    found = _search(src, lambda d: any(p.name.endswith("_mask.tif") for p in d.iterdir()), 3)
+    # The Kaggle archive holds kaggle_3m/ twice (also under lgg-mri-segmentation/): keep the
+    # shallowest copy of each patient.
+    patients, seen = [], set()
+    for d in found:
+        if d.name in seen:
+            ignored.append(str(d))
+            continue
+        seen.add(d.name)
+        patients.append(d)
+    if not patients:
+        raise DataError(f"{src}: no LGG patient folders found (folders with *_N.tif slices and "
+                        f"*_N_mask.tif masks, as in kaggle_3m/); see docs/DATA.md")
+    pairs: list[Pair] = []
+    for d in patients:
+        imgs: dict[str, Path] = {}
+        msks: dict[str, Path] = {}
+        for stem, p in _image_files(d, ignored).items():
+            if stem.endswith("_mask"):
+                msks[stem[:-5]] = p
+            else:
+                imgs[stem] = p
+        pairs += [Pair(i, imgs.get(i), msks.get(i), d.name) for i in sorted(set(imgs) | set(msks))]
+    return Found([], ignored=ignored, source="LGG kaggle_3m (split by patient)", carve_tests={"lgg": pairs})
+
+
+def scan_folder(src: Path) -> Found:
+    ignored: list[str] = []
+    im_mk = _images_masks(src)
+    if im_mk is None:
+        raise DataError(f"{src}: expected {src}/images and {src}/masks with matching file names")
+    found = Found(pair_folders(*im_mk, ignored), source=f"folder {src}")
+    test_root = src / "test"
+    if test_root.is_dir():
+        for d in sorted(test_root.iterdir()):
+            if d.is_dir():
+                sub = _images_masks(d)
+                if sub is None:
+                    raise DataError(f"{d}: a test set needs images/ and masks/ folders")
+                found.tests[d.name] = pair_folders(*sub, ignored)
+    found.ignored = ignored
+    return found
+
+
+SCANNERS = {"polyp": scan_polyp, "isic2018": scan_isic, "lgg": scan_lgg, "folder": scan_folder}
+
+
+# -- checking and staging ----------------------------------------------------------------
+@dataclass
+class Checked:
+    pair: Pair
+    problem: str | None = None  # why it is bad
+    bad_path: str | None = None
+    converted: str | None = None  # why the image was re-encoded as PNG
+    lesion: bool = False
+    ext: str = ".png"
+
+
+def _conversion_reason(path: Path) -> str | None:
+    ext = path.suffix.lower()
+    if ext not in KEEP_FORMATS:
+        return f"{ext} converted to PNG"
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+    except Exception:  # noqa: BLE001 - the full read reports it
+        return None
+    if mode not in ("L", "RGB"):
+        return f"mode {mode} converted to 8-bit PNG"
+    return None
+
+
+def _check_and_stage(pair: Pair, stage: Path) -> Checked:
+    """Decode and check one pair; write it to ``stage/{images,masks}`` when it is good."""
+    if pair.image is None:
+        return Checked(pair, "mask without an image", str(pair.mask))
+    if pair.mask is None:
+        return Checked(pair, "image without a mask", str(pair.image))
+    try:
+        image = read_image(pair.image, 3)
+    except DataError as e:
+        return Checked(pair, str(e).split(": ", 1)[-1], str(pair.image))
+    try:
+        mask = read_mask(pair.mask)
+    except DataError as e:
+        return Checked(pair, str(e).split(": ", 1)[-1], str(pair.mask))
+    if mask.shape != image.shape[:2]:
+        return Checked(pair, f"mask is {mask.shape[1]}x{mask.shape[0]} but the image {pair.image.name} is "
+                             f"{image.shape[1]}x{image.shape[0]}", str(pair.mask))
+    reason = _conversion_reason(pair.image)
+    if reason is None:
+        ext = pair.image.suffix.lower()
+        shutil.copyfile(pair.image, stage / "images" / f"{pair.id}{ext}")
+    else:
+        ext = ".png"
+        # Keep grey images grey: the reader repeats the channel at load time.
+        raw_grey = bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+        write_image_png(stage / "images" / f"{pair.id}.png", image[..., :1] if raw_grey else image)
+    write_mask_png(stage / "masks" / f"{pair.id}.png", mask)
+    return Checked(pair, converted=reason, lesion=bool(mask.any()), ext=ext)
+
+
+def _check_all(pairs: list[Pair], stage: Path, workers: int) -> list[Checked]:
+    # Image decoding releases the GIL, so threads give a real speed-up here.
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return list(pool.map(lambda p: _check_and_stage(p, stage), pairs))
+
+
+def _move(stage: Path, checked: Iterable[Checked], dest: Path) -> list[str]:
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    (dest / "masks").mkdir(parents=True, exist_ok=True)
+    ids = []
+    for c in checked:
+        os.replace(stage / "images" / f"{c.pair.id}{c.ext}", dest / "images" / f"{c.pair.id}{c.ext}")
+        os.replace(stage / "masks" / f"{c.pair.id}.png", dest / "masks" / f"{c.pair.id}.png")
+        ids.append(c.pair.id)
+    return ids
+
+
+# -- splitting ---------------------------------------------------------------------------
+def _keep_count(amount: Amount, total: int, option: str) -> int:
+    """How many of ``total`` units stay when ``amount`` (fraction or count) is taken away."""
+    if isinstance(amount, float):
+        return int(math.floor((1.0 - amount) * total + 1e-6))
+    if amount > total:
+        raise DataError(f"{option} {amount}: only {total} available")
+    return total - amount
+
+
+def _carve(items: list[Checked], amount: Amount, seed: int, purpose: str, option: str,
+           by_group: bool) -> tuple[list[Checked], list[Checked]]:
+    """(taken, rest): a seeded part of ``items``, whole groups (patients) when ``by_group``.
+
+    For the test split the *kept* part is floored (ISIC: 2,075 of 2,594 stay, 519 go to test);
+    for validation the taken part is floored (5% of 1,450 -> 72).
+    """
+    units = sorted({c.pair.group for c in items}) if by_group else sorted(c.pair.id for c in items)
+    if purpose == "test":
+        n_take = len(units) - _keep_count(amount, len(units), option)
+    elif isinstance(amount, float):
+        # At least one validation unit when asked for any: model selection needs a val set.
+        n_take = int(math.floor(amount * len(units) + 1e-6))
+        if amount > 0 and n_take == 0 and len(units) >= 2:
+            n_take = 1
+    else:
+        if amount > len(units):
+            raise DataError(f"{option} {amount}: only {len(units)} available")
+        n_take = amount
+    chosen = set(take(units, n_take, seed, purpose)[0])
+    key = (lambda c: c.pair.group) if by_group else (lambda c: c.pair.id)
+    return [c for c in items if key(c) in chosen], [c for c in items if key(c) not in chosen]
+
+
+def _fail_or_skip(bad: list[Checked], src: Path, skip_bad: bool, out: Path) -> None:
+    if not bad or skip_bad:
+        return
+    lines = [f"  {c.bad_path}: {c.problem}" for c in bad[:MAX_LISTED]]
+    more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+    raise DataError(f"{len(bad)} problem(s) in {src}:\n" + "\n".join(lines) + more +
+                    f"\nFix or remove these files, or re-run with --skip-bad to leave them out "
+                    f"(they are then listed in {out / 'prepare_report.json'})")
+
+
+@dataclass
+class Splits:
+    """Where every good sample goes."""
+
+    train: list[Checked]
+    val: list[Checked]
+    tests: dict[str, list[Checked]]  # carved test sets
+    labeled: list[str]
+    unlabeled: list[str]
+    labeled_note: str
+    pool_size: int  # train + val
+    dropped_no_lesion: int = 0
+
+
+def _good(checked: Iterable[Checked]) -> list[Checked]:
+    return [c for c in checked if not c.problem]
+
+
+def _assign_splits(task: str, checked_train: list[Checked], checked_carve: dict[str, list[Checked]],
+                   has_tests: bool, labeled: Amount, val: Amount, test: Amount, seed: int,
+                   only_lesion: bool) -> Splits:
+    by_group = task == "lgg"
+    dropped = 0
+    pool = _good(checked_train)
+    tests: dict[str, list[Checked]] = {}
+    for name, cs in checked_carve.items():
+        cs = _good(cs)
+        if only_lesion:
+            dropped += sum(not c.lesion for c in cs)
+            cs = [c for c in cs if c.lesion]
+        tests[name], rest = _carve(cs, test, seed, "test", "--test", by_group)
+        pool = pool + rest
+    if task == "folder" and test and not has_tests:
+        tests["test"], pool = _carve(pool, test, seed, "test", "--test", False)
+    val_items, train_items = _carve(pool, val, seed, "val", "--val", by_group) if val else ([], pool)
+    lab, unl, note = labeled_split([c.pair.id for c in train_items], labeled, seed, base=len(pool))
+    if not lab:
+        raise DataError(f"--labeled {labeled}: gives no labeled images out of {len(pool)}")
+    return Splits(train_items, val_items, tests, lab, unl, note, len(pool), dropped)
+
+
+def _check_unique_ids(found: Found, src: Path) -> None:
+    seen: dict[str, Pair] = {}
+    for p in found.train + [p for ps in found.carve_tests.values() for p in ps]:
+        if p.id in seen:
+            raise DataError(f"ID {p.id!r} occurs twice in {src} ({seen[p.id].image or seen[p.id].mask} and "
+                            f"{p.image or p.mask}); rename one of them")
+        seen[p.id] = p
+
+
+def _staging(folder: Path) -> Path:
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir(parents=True)
+    return folder
+
+
+def prepare_dataset(task: str, src: str | Path, out: str | Path, labeled: Amount | str = 0.1,
+                    val: Amount | str | None = None, test: Amount | str | None = None, seed: int = 1337,
+                    skip_bad: bool = False, only_lesion: bool = False, protocol: str = "standard",
+                    workers: int = 4, overwrite: bool = False) -> dict[str, Any]:
+    """Build ``out`` from the download at ``src``; returns the report written to prepare_report.json."""
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if protocol not in ("standard", "paper"):
+        raise DataError(f"--protocol {protocol!r}: choose standard or paper")
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise DataError(f"--src {src}: folder not found")
+    labeled = parse_amount(labeled, "--labeled")
+    val = DEFAULT_VAL[task] if val is None else parse_amount(val, "--val")
+    if test is None:
+        test = PAPER_TEST.get(task, DEFAULT_TEST[task]) if protocol == "paper" else DEFAULT_TEST[task]
+    test = parse_amount(test, "--test")
+    if protocol == "paper" and task == "lgg":
+        only_lesion = True
+
+    found = SCANNERS[task](src)
+    _check_unique_ids(found, src)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        # Every good pair is written once into a staging folder, then moved to its split.
+        # Given test sets may reuse training names, so each has its own staging folder.
+        stage = _staging(tmp / ".staging")
+        checked_train = _check_all(found.train, stage, workers)
+        checked_carve = {k: _check_all(v, stage, workers) for k, v in found.carve_tests.items()}
+        checked_tests = {name: (tst, _check_all(pairs, tst, workers)) for name, pairs in found.tests.items()
+                         for tst in [_staging(tmp / ".staging-test" / name)]}
+        all_checked = checked_train + [c for v in checked_carve.values() for c in v] + \
+            [c for _, v in checked_tests.values() for c in v]
+        bad = [c for c in all_checked if c.problem]
+        _fail_or_skip(bad, src, skip_bad, out)
+
+        sp = _assign_splits(task, checked_train, checked_carve, bool(found.tests), labeled, val, test,
+                            seed, only_lesion)
+        _move(stage, sp.train, tmp / "train")
+        if sp.val:
+            _move(stage, sp.val, tmp / "val")
+        for name, cs in sp.tests.items():
+            _move(stage, cs, tmp / "test" / name)
+        for name, (tst, cs) in checked_tests.items():
+            _move(tst, _good(cs), tmp / "test" / name)
+        shutil.rmtree(stage)
+        shutil.rmtree(tmp / ".staging-test", ignore_errors=True)
+
+        (tmp / "splits").mkdir()
+        write_id_list(tmp / "splits" / "labeled.txt", sp.labeled)
+        write_id_list(tmp / "splits" / "unlabeled.txt", sp.unlabeled)
+        write_id_list(tmp / "splits" / "val.txt", sorted(c.pair.id for c in sp.val))
+        test_counts = {name: len(cs) for name, cs in sp.tests.items()}
+        test_counts.update({name: len(_good(cs)) for name, (_, cs) in checked_tests.items()})
+        by_group = task == "lgg"
+        if by_group:
+            groups = {"train": sorted({c.pair.group for c in sp.train}),
+                      "val": sorted({c.pair.group for c in sp.val}),
+                      **{f"test/{k}": sorted({c.pair.group for c in v}) for k, v in sp.tests.items()}}
+            (tmp / "splits" / "patients.json").write_text(json.dumps(groups, indent=1), encoding="utf-8")
+
+        info = {
+            "name": task, "channels": 3, "classes": 2, "size": SIZES[task],
+            "task": task, "source": found.source, "src": str(src), "seed": seed, "protocol": protocol,
+            "train_pool": sp.pool_size, "labeled": len(sp.labeled), "unlabeled": len(sp.unlabeled),
+            "labeled_request": sp.labeled_note, "val": len(sp.val),
+            "val_request": f"{val} of the training pool" + (" (by patient)" if by_group else ""),
+            "val_storage": "val/ folder, carved from the training pool before the labeled split",
+            "test_sets": test_counts, "only_lesion": only_lesion,
+        }
+        (tmp / "dataset.yaml").write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True),
+                                          encoding="utf-8")
+        report = {
+            "task": task, "src": str(src), "options": {
+                "labeled": labeled, "val": val, "test": test, "seed": seed, "skip_bad": skip_bad,
+                "only_lesion": only_lesion, "protocol": protocol},
+            "counts": {"found": len(all_checked), "bad": len(bad), "train_pool": sp.pool_size,
+                       "labeled": len(sp.labeled), "unlabeled": len(sp.unlabeled), "val": len(sp.val),
+                       "test": test_counts, "dropped_without_lesion": sp.dropped_no_lesion},
+            "bad": [{"path": c.bad_path, "id": c.pair.id, "problem": c.problem} for c in bad],
+            "converted": [{"id": c.pair.id, "from": str(c.pair.image), "why": c.converted}
+                          for c in all_checked if c.converted and not c.problem],
+            "ignored": found.ignored,
+        }
+        (tmp / "prepare_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False),
+                                                 encoding="utf-8")
+    return report
+
+
+__all__ = ["prepare_dataset", "TASKS", "IMAGE_EXTENSIONS"]

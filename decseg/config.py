@@ -271,9 +271,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         p = find_config(path)
         try:
-            raw = yaml_load(p.read_text()) or {}
+            raw = yaml_load(p.read_text(encoding="utf-8-sig")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:  # e.g. a binary file, or a Latin-1 comment
+            raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: a config file must be a mapping of sections")
         for k, v in _flatten(raw, str(p)).items():

@@ -125,13 +125,17 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder of images")
-    files = []
+    files, seen = [], {}
     for p in sorted(folder.iterdir()):
         if p.is_dir() or is_ignorable(p):
             continue
         if not is_image_name(p):
             raise DataError(f"{p}: not an image file (supported: {', '.join(IMAGE_EXTENSIONS)}); "
                             f"move it out of {folder}")
+        if p.stem in seen:  # both would be written as STEM.png, one over the other
+            raise DataError(f"{folder}: {seen[p.stem].name} and {p.name} have the same name; predictions "
+                            f"are saved as NAME.png, so rename or move one of them")
+        seen[p.stem] = p
         files.append(p)
     if not files:
         raise DataError(f"{folder}: contains no image files ({', '.join(IMAGE_EXTENSIONS)})")

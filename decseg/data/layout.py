@@ -53,9 +53,20 @@ def index_folder(folder: Path, what: str = "images") -> dict[str, Path]:
     return index
 
 
+def read_utf8(path: Path) -> str:
+    """A text file of the layout; a byte-order mark is dropped, other encodings are a DataError."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+
+
 def read_id_list(path: Path) -> list[str]:
-    """IDs one per line; blank lines are skipped, other whitespace is part of the ID."""
-    text = path.read_text(encoding="utf-8")
+    """IDs one per line; blank lines are skipped, other whitespace is part of the ID.
+
+    utf-8-sig: a byte-order mark (Windows Notepad writes one) is not part of the first ID.
+    """
+    text = read_utf8(path)
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
 
@@ -100,7 +111,7 @@ class DatasetLayout:
             raise DataError(f"{path}: missing; a dataset folder needs dataset.yaml with "
                             f"name, channels, classes, size (made by `decseg prepare` / `decseg synth`)")
         try:
-            info = yaml.safe_load(path.read_text(encoding="utf-8"))
+            info = yaml.safe_load(read_utf8(path))
         except yaml.YAMLError as e:
             raise DataError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(info, dict):

@@ -24,7 +24,7 @@ import yaml
 from PIL import Image
 
 from decseg.data.imageio import (IMAGE_EXTENSIONS, is_ignorable, is_image_name, read_image, read_mask,
-                                 write_image_png, write_mask_png)
+                                 read_raw, write_image_png, write_mask_png)
 from decseg.data.splits import Amount, labeled_split, parse_amount, take, write_id_list
 from decseg.errors import DataError
 from decseg.utils.io import atomic_dir
@@ -237,6 +237,22 @@ def _conversion_reason(path: Path) -> str | None:
     return None
 
 
+def _label_map_problem(mask_path: Path) -> str | None:
+    """Why an all-background mask is suspect: non-zero values that the mask rule reads as
+    background (a class-index mask such as {0, 2}, or a lesion stored as 100) would silently
+    become an empty mask. Only empty masks are re-read, so this costs nothing otherwise."""
+    raw = read_raw(mask_path)
+    if raw.ndim == 3 and raw.shape[-1] in (2, 4):
+        raw = raw[..., :-1]  # alpha is ignored by the mask rule too
+    top = int(raw.max(initial=0)) if raw.dtype.kind in "uib" else 0
+    # JPEG compression leaves small noise in a truly empty mask; lossless formats do not.
+    noise = 32 if mask_path.suffix.lower() in (".jpg", ".jpeg") else 1
+    if top <= noise:
+        return None  # truly empty (or a float mask, which read_mask already thresholds at 0.5)
+    return (f"mask values go up to {top} but none is above half the full scale, so it would become an "
+            f"empty mask; save the lesion as 255 (or as 1 in a 0/1 mask) and the background as 0")
+
+
 def _check_and_stage(pair: Pair, stage: Path) -> Checked:
     """Decode and check one pair; write it to ``stage/{images,masks}`` when it is good."""
     if pair.image is None:
@@ -254,6 +270,10 @@ def _check_and_stage(pair: Pair, stage: Path) -> Checked:
     if mask.shape != image.shape[:2]:
         return Checked(pair, f"mask is {mask.shape[1]}x{mask.shape[0]} but the image {pair.image.name} is "
                              f"{image.shape[1]}x{image.shape[0]}", str(pair.mask))
+    if not mask.any():
+        problem = _label_map_problem(pair.mask)
+        if problem:
+            return Checked(pair, problem, str(pair.mask))
     reason = _conversion_reason(pair.image)
     if reason is None:
         ext = pair.image.suffix.lower()

@@ -1,0 +1,1 @@
+"""Training engine: trainer, methods, checkpoints, distributed helpers (layer 4)."""

@@ -1,0 +1,21 @@
+"""Supervised baseline: the same network trained on labeled batches only, L_sup only."""
+from __future__ import annotations
+
+from decseg.config import Config
+from decseg.engine.methods.base import Method
+from decseg.losses import supervised_loss
+
+
+class SupervisedMethod(Method):
+    name = "supervised"
+
+    @classmethod
+    def uses_unlabeled(cls, cfg: Config) -> bool:
+        return False
+
+    def compute_losses(self, labeled, unlabeled, iteration):
+        o1, o2, o3 = self.net(labeled["image"], labeled["image_half"])
+        y, yh = labeled["mask"], labeled["mask_half"]
+        sup = supervised_loss([o1, o2, o3], [y, yh, y])
+        self._capture(image=labeled["image"], mask=y, o1=o1, o2=o2, o3=o3)
+        return {"loss": sup, "sup": sup.detach()}

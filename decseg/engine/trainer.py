@@ -1,0 +1,464 @@
+"""The training loop: one method, one optimizer, checkpoints, logs, signals, DDP.
+
+The loop knows no method's details: ``method(labeled, unlabeled, iteration)`` returns the loss
+dictionary (see ``engine/methods/base.py``). Everything a resumed run needs to continue exactly
+(optimizer, scaler, EMA, loader position, RNG states) goes into ``RUN/checkpoints/last.pt``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import signal
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+
+from decseg.config import Config
+from decseg.engine import distributed as D
+from decseg.engine.checkpoint import (
+    check_compatible, from_safe, load_checkpoint, load_model_state, save_checkpoint,
+)
+from decseg.engine.methods import build_method, method_class
+from decseg.engine.schedule import poly_lr, set_lr
+from decseg.engine.validation import has_val_split, validate
+from decseg.errors import CheckpointError, ConfigError, DecsegError
+from decseg.utils.io import atomic_write_text
+from decseg.utils.seed import seed_everything
+
+LossHook = Callable[[int, torch.Tensor], torch.Tensor]
+SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class TrainingDiverged(DecsegError):
+    """Too many consecutive non-finite losses."""
+
+
+def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp`` on ``device`` (None = full fp32)."""
+    amp = cfg.train.amp
+    if amp == "off":
+        return None
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("train.amp=fp16 is unsupported on CPU (fp16 autocast and its GradScaler "
+                              "need CUDA); use train.amp=bf16 or train.amp=off")
+        return torch.float16
+    return torch.bfloat16
+
+
+class Trainer:
+    """``Trainer(cfg, data_root, run_dir).run()`` trains and returns the process exit code.
+
+    ``stop_after``: stop (saving last.pt) once that many iterations are done, as if interrupted;
+    ``loss_hook(iteration, loss) -> loss``: a test hook applied to the total loss before the
+    finiteness check; ``weights_digest``: each rank writes ``RUN/debug/rank{r}.json`` with a hash
+    of its parameters at the end (to check that DDP ranks agree).
+    """
+
+    def __init__(self, cfg: Config, data_root: str | Path, run_dir: str | Path, *, resume: bool = False,
+                 stop_after: int | None = None, loss_hook: LossHook | None = None,
+                 weights_digest: bool = False):
+        self.cfg = cfg
+        self.data_root = Path(data_root)
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.resume = resume
+        self.stop_after = stop_after
+        self.loss_hook = loss_hook
+        self.weights_digest = weights_digest
+        self._signal: int | None = None
+
+    # -- setup -----------------------------------------------------------------------------
+    def _setup(self) -> None:
+        cfg = self.cfg
+        method_class(cfg).check_config(cfg)  # fail on bad switches before anything heavy
+        for key in ("val_every", "log_every", "max_nonfinite"):
+            if getattr(cfg.train, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(cfg.train, key)} must be >= 1")
+        if cfg.train.image_every < 0:
+            raise ConfigError(f"train.image_every={cfg.train.image_every} must be >= 0 (0 = never)")
+        self.info = D.env_dist_info()
+        self.device = D.resolve_device(cfg.train.device, self.info)
+        self.dtype = amp_dtype(cfg, self.device)
+        D.init_process_group(self.info, self.device)
+        self.main = self.info.is_main
+
+        from decseg.data import DatasetLayout, TwoStreamLoader
+        from decseg.models import build_model
+
+        self.layout = DatasetLayout(self.data_root)
+        if self.layout.classes != cfg.data.classes:
+            raise ConfigError(f"{self.data_root / 'dataset.yaml'} has classes={self.layout.classes} but "
+                              f"data.classes={cfg.data.classes}; set --set data.classes={self.layout.classes}")
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        seed_everything(cfg.train.seed)  # identical initial weights on every rank
+        net = build_model(cfg)
+        net.checkpointing = cfg.train.checkpointing
+        self.method = build_method(cfg, net)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        if self.info.enabled and cfg.train.sync_bn:
+            if self.device.type == "cuda":
+                self.method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+            else:
+                self._say("note: train.sync_bn needs CUDA (PyTorch's SyncBatchNorm is GPU-only); "
+                          "each CPU process keeps its own BatchNorm statistics")
+        self.method.to(self.device, memory_format=self.memory_format)
+        self.method.on_device(self.device, self.memory_format)
+        params = [p for p in self.method.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                         weight_decay=cfg.train.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype is torch.float16)
+        self.loader = TwoStreamLoader(
+            self.layout, cfg.data, batch_labeled=cfg.train.batch_labeled,
+            batch_unlabeled=cfg.train.batch_unlabeled, seed=cfg.train.seed, rank=self.info.rank,
+            world_size=self.info.world_size, num_workers=cfg.data.num_workers,
+            semi=method_class(cfg).uses_unlabeled(cfg))
+        seed_everything(cfg.train.seed + self.info.rank)  # per-rank noise/dropout streams
+        self.iteration = 0
+        self.best: float | None = None
+        if self.resume:
+            self._restore()
+        self.model = D.wrap_ddp(self.method, self.device) if self.info.enabled else self.method
+        if cfg.train.compile:
+            self.method.net.compile()  # in place: state-dict keys stay the same
+        self.has_val = has_val_split(self.layout)
+
+    def _restore(self) -> None:
+        path = self.ckpt_dir / "last.pt"
+        if not path.is_file():
+            self._say(f"--resume: {path} not found; starting from iteration 0")
+            return
+        ckpt = load_checkpoint(path, map_location="cpu")
+        check_compatible(ckpt, self.cfg, path)
+        if "resume" not in ckpt:
+            raise CheckpointError(f"{path} holds no resume state (only weights); resume needs the last.pt "
+                                  f"written by decseg train")
+        state = from_safe(ckpt["resume"])
+        load_model_state(self.method.net, ckpt["model"], path)
+        # generators and other non-network parameters of the method
+        result = self.method.load_state_dict(state["method"], strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("net.")]
+        if missing or result.unexpected_keys:
+            raise CheckpointError(f"{path}: resume state does not fit train.method={self.cfg.train.method} "
+                                  f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
+        self.method.load_extra_state(state.get("method_extra", {}))
+        self.method.on_device(self.device, self.memory_format)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(ckpt["iteration"])
+        self.best = ckpt["best_val_dice"]
+        ranks = state["ranks"]
+        if len(ranks) != self.info.world_size:
+            warnings.warn(f"{path} was written by {len(ranks)} process(es), this run has "
+                          f"{self.info.world_size}: data order and random streams restart, so the "
+                          f"result will not match an uninterrupted run")
+            mine = ranks[0] if self.info.world_size == 1 else None
+        else:
+            mine = ranks[self.info.rank]
+        if mine is not None:
+            self.loader.load_state_dict(mine["loader"])
+            set_rng_state(mine["rng"])
+        self._say(f"resumed from {path} at iteration {self.iteration}")
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        handlers = self._install_signal_handlers()
+        try:
+            self._setup()
+            return self._loop()
+        finally:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+            D.destroy_process_group()
+
+    def _loop(self) -> int:
+        cfg, t = self.cfg, self.cfg.train
+        log, tb = self._open_logs()
+        from tqdm import tqdm
+
+        bar = tqdm(total=t.iterations, initial=self.iteration, disable=None if self.main else True,
+                   desc="train", unit="it", dynamic_ncols=True, file=sys.stderr)
+        plain_progress = self.main and bar.disable
+        if self.main and not self.has_val:
+            self._say(f"{self.data_root}: no val split; validation is skipped and best.pt is the "
+                      f"latest weights (model selection never uses test sets)")
+        batches = iter(self.loader)
+        self.method.train()
+        nonfinite = 0
+        t0, it0 = time.time(), self.iteration
+        while self.iteration < t.iterations:
+            lab, unl = next(batches)
+            lab, unl = self._to_device(lab), self._to_device(unl)
+            lr = poly_lr(t.lr, self.iteration, t.iterations, t.poly_power)
+            set_lr(self.optimizer, lr)
+            want_images = bool(self.main and t.image_every and (self.iteration + 1) % t.image_every == 0)
+            self.method.capture_visuals = want_images
+            with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
+                                enabled=self.dtype is not None):
+                losses = self.model(lab, unl, self.iteration)
+            loss = losses["loss"]
+            if self.loss_hook is not None:
+                loss = self.loss_hook(self.iteration, loss)
+            bad, stop = D.any_across_ranks([not bool(torch.isfinite(loss)), self._signal is not None],
+                                           self.device)
+            if bad:
+                # Skip the update: the weights stay those of the last finite step.
+                nonfinite += 1
+                self._say(f"warning: non-finite loss at iteration {self.iteration + 1} "
+                          f"({nonfinite}/{t.max_nonfinite} in a row); step skipped")
+                if nonfinite >= t.max_nonfinite:
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"training diverged: {nonfinite} consecutive non-finite losses up to iteration "
+                        f"{self.iteration + 1}; stopped without saving, so {self.ckpt_dir / 'last.pt'} "
+                        f"still holds the weights from before. Lower train.lr, use train.amp=off, or "
+                        f"raise train.max_nonfinite")
+            else:
+                nonfinite = 0
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.method.after_step(self.iteration)
+            self.iteration += 1
+            bar.update(1)
+
+            it = self.iteration
+            if it % t.log_every == 0 or it == t.iterations:
+                values = {k: float(v.detach()) for k, v in losses.items()}
+                values["loss"] = float(loss.detach())
+                values = D.mean_across_ranks(values, self.device)
+                record = {"iter": it, "lr": lr, **{k: values[k] for k in sorted(values)}}
+                if self.main:
+                    log.write(record)
+                    for k, v in values.items():
+                        tb.add_scalar(f"train/{k}", v, it)
+                    tb.add_scalar("train/lr", lr, it)
+                    bar.set_postfix(loss=f"{values['loss']:.4f}")
+                    if plain_progress:
+                        speed = (it - it0) / max(time.time() - t0, 1e-9)
+                        eta = (t.iterations - it) / max(speed, 1e-9)
+                        print(f"iter {it}/{t.iterations} loss {values['loss']:.4f} lr {lr:.2e} "
+                              f"{speed:.2f} it/s eta {_hms(eta)}", file=sys.stderr, flush=True)
+            if want_images:
+                self._log_images(tb, it)
+
+            finished = it == t.iterations
+            if it % t.val_every == 0 or finished:
+                self._validate_and_save(log, tb, it)
+            elif stop or (self.stop_after is not None and it >= self.stop_after):  # not yet saved
+                self._save(it, write_best=not self.has_val)
+            if not finished and (stop or (self.stop_after is not None and it >= self.stop_after)):
+                bar.close()
+                tb.flush()
+                self._write_digest()
+                if stop:
+                    name = signal.Signals(self._signal).name if self._signal else "a signal on another rank"
+                    self._say(f"stopped by {name} after iteration {it}; saved {self.ckpt_dir / 'last.pt'}; "
+                              f"continue with: decseg train ... --resume")
+                    return SIGNAL_EXIT_CODES.get(self._signal, 143)
+                self._say(f"stopped after iteration {it} (--stop-after); continue with --resume")
+                return 0
+        bar.close()
+        tb.close()
+        self._write_digest()
+        if self.main:
+            best = f"{self.best:.4f}" if self.best is not None else "n/a (not validated)"
+            self._say(f"done: {t.iterations} iterations, best val Dice {best}; checkpoints in {self.ckpt_dir}")
+        return 0
+
+    # -- pieces ----------------------------------------------------------------------------
+    def _to_device(self, batch: dict | None) -> dict | None:
+        if batch is None:
+            return None
+        out = {}
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor):
+                v = v.to(self.device, non_blocking=True)
+                if v.dim() == 4:
+                    v = v.contiguous(memory_format=self.memory_format)
+            out[k] = v
+        return out
+
+    def _validate_and_save(self, log: "JsonlLog", tb, it: int) -> None:
+        improved = False
+        if self.has_val:
+            dice = None
+            if self.main:
+                self.method.net.eval()
+                try:
+                    dice = validate(self.method.net, self.layout, self.cfg, self.device, self.dtype)
+                finally:
+                    self.method.net.train()
+                log.write({"iter": it, "val_dice": dice})
+                tb.add_scalar("val/dice", dice, it)
+                if self.best is None or dice > self.best:
+                    self.best, improved = dice, True
+            D.barrier()
+        self._save(it, write_best=improved or not self.has_val)
+
+    def _save(self, it: int, write_best: bool) -> None:
+        """last.pt (with resume state) and, when asked, best.pt (weights only). Rank 0 writes."""
+        per_rank = D.gather_objects({"loader": self.loader.state_dict(), "rng": get_rng_state()})
+        error: CheckpointError | None = None
+        if self.main:
+            try:
+                self._write_checkpoints(it, write_best, per_rank)
+            except CheckpointError as e:
+                error = e
+        # a sync point that also tells every rank whether rank 0 could write (no rank hangs)
+        if D.any_across_ranks([error is not None], self.device)[0]:
+            raise error or CheckpointError("rank 0 could not write a checkpoint; see its message")
+
+    def _write_checkpoints(self, it: int, write_best: bool, per_rank: list) -> None:
+        """Rank 0: best.pt (weights only) when asked, then last.pt with the resume state."""
+        model_state = self.method.net.state_dict()
+        own = {k: v for k, v in self.method.state_dict().items() if not k.startswith("net.")}
+        resume = {
+            "method": own,
+            "method_extra": self.method.extra_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ranks": per_rank,
+            "world_size": self.info.world_size,
+        }
+        common = dict(model_state=model_state, config=self.cfg, iteration=it, best_val_dice=self.best)
+        if write_best:
+            save_checkpoint(self.ckpt_dir / "best.pt", **common)
+        save_checkpoint(self.ckpt_dir / "last.pt", resume=resume, **common)
+
+    def _open_logs(self):
+        log = JsonlLog(self.run_dir / "log.jsonl", enabled=self.main)
+        log.truncate_after(self.iteration)
+        if self.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.iteration or None)
+        else:
+            tb = _NullWriter()
+        return log, tb
+
+    def _log_images(self, tb, it: int) -> None:
+        vis = self.method.visuals
+        for name, x in vis.items():
+            x = x[0]
+            if name == "mask":
+                img = x.unsqueeze(0).float() / max(self.cfg.data.classes - 1, 1)
+            elif name.startswith("o"):  # logits -> class map
+                img = x.argmax(0, keepdim=True).float() / max(self.cfg.data.classes - 1, 1)
+            else:  # images and reconstructions
+                img = x[:3].clamp(0, 1) if x.shape[0] >= 3 else x[:1].clamp(0, 1)
+            tb.add_image(f"images/{name}", img, it)
+        self.method.visuals = {}
+
+    def _write_digest(self) -> None:
+        if not self.weights_digest:
+            return
+        h = hashlib.sha256()
+        for name, p in sorted(self.method.net.named_parameters()):
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+        out = self.run_dir / "debug" / f"rank{self.info.rank}.json"
+        atomic_write_text(out, json.dumps({"iteration": self.iteration, "sha256": h.hexdigest(),
+                                           "world_size": self.info.world_size}))
+
+    def _install_signal_handlers(self) -> dict:
+        """SIGINT/SIGTERM: finish the step, save last.pt, exit. A second signal aborts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, frame):
+            if self._signal is not None:
+                raise KeyboardInterrupt
+            self._signal = signum
+            if getattr(self, "main", True):
+                print(f"\n{signal.Signals(signum).name} received: finishing the current step and saving "
+                      f"(send it again to abort without saving)", file=sys.stderr, flush=True)
+
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, handler)
+        return old
+
+    def _say(self, msg: str) -> None:
+        if getattr(self, "main", True):
+            print(msg, file=sys.stderr, flush=True)
+
+
+class JsonlLog:
+    """Append-only JSON-lines log (one object per line, flushed at once)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+
+    def truncate_after(self, iteration: int) -> None:
+        """Drop records past ``iteration`` (a resumed run rewrites them; 0 = start fresh)."""
+        if not self.enabled:
+            return
+        kept = []
+        if iteration > 0 and self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by kill -9
+                if rec.get("iter", 0) <= iteration:
+                    kept.append(line)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class _NullWriter:
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+# -- RNG state as tensors (so checkpoints load with weights_only=True) -------------------------
+
+def get_rng_state() -> dict:
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -34,10 +34,13 @@ def run(args: argparse.Namespace) -> int:
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     print(format_table(results))
-    if args.json:
-        write_json(args.json, results)
-    if args.csv:
-        write_csv(args.csv, results)
-    if args.md:
-        write_markdown(args.md, results)
+    for option, path, write in (("--json", args.json, write_json), ("--csv", args.csv, write_csv),
+                                ("--md", args.md, write_markdown)):
+        if not path:
+            continue
+        try:
+            write(path, results)
+        except OSError as e:  # a folder in the way, no permission, full disk: the table is printed above
+            raise DataError(f"{option} {path}: cannot write it ({e.strerror or e}); "
+                            f"choose a writable file path") from None
     return 0

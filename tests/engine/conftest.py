@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 # Small, fast settings: a tiny timm test encoder, 64 px, batch 2+2, fp32, no workers.
 ENGINE_TINY = ["model.encoder=test_resnet", "model.pretrained=false", "data.size=64",

@@ -1,0 +1,42 @@
+"""The demo report's pieces: log reading, the metric table, figures."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from decseg.engine.report import binary_dice, metric_table, plot_curves, plot_grid, read_log
+
+
+def test_read_log_splits_training_and_validation_rows_and_skips_a_cut_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    rows = [{"iter": 1, "lr": 0.01, "loss": 1.0, "sup": 0.8, "sc": 0, "spc": 0, "cc": 0.2},
+            {"iter": 2, "lr": 0.01, "loss": 0.5, "sup": 0.4, "sc": 0, "spc": 0, "cc": 0.1},
+            {"iter": 2, "val_dice": 0.3}]
+    log.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"iter": 3, "lo')
+    train, val = read_log(log)
+    assert [r["iter"] for r in train] == [1, 2] and val == [{"iter": 2, "val_dice": 0.3}]
+    png = plot_curves({"a": log, "b": log}, tmp_path / "curves.png")
+    assert Image.open(png).size[0] > 300
+
+
+def test_metric_table_bolds_the_better_method_and_lower_mae():
+    results = {"baseline": {"s": {"meanDic": 0.5, "MAE": 0.10}}, "DEC-Seg": {"s": {"meanDic": 0.6, "MAE": 0.20}}}
+    table = metric_table(results, keys=("meanDic", "MAE"))
+    lines = table.splitlines()
+    assert lines[0] == "| metric | baseline | DEC-Seg |"
+    assert lines[2] == "| meanDic | 0.5000 | **0.6000** |"
+    assert lines[3] == "| MAE (lower is better) | **0.1000** | 0.2000 |"
+
+
+def test_binary_dice_and_grid(tmp_path):
+    a = np.zeros((4, 4), bool)
+    b = a.copy()
+    assert binary_dice(a, b) == 1.0  # both empty: a correct empty prediction
+    a[:2] = True
+    b[1:3] = True
+    assert binary_dice(a, b) == 0.5
+    rows = [{"image": np.full((8, 8, 3), 90, np.uint8), "gt": a.astype(np.uint8) * 255, "gt__label": "x"}]
+    png = plot_grid(rows, tmp_path / "grid.png", ["image", "gt"])
+    assert np.asarray(Image.open(png)).std() > 0

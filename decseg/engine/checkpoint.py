@@ -15,7 +15,6 @@ tensors so that the file still loads with ``weights_only=True``; ``from_safe`` u
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +100,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"containers; refusing to load it (arbitrary code could run). Only load checkpoints "
             f"written by decseg train. Details: {str(e).splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # torch.load raises many types for a damaged or foreign file
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'end of file'}); "
+            f"checkpoint {path} is truncated, corrupt or not a checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'end of file'}); "
             f"use another checkpoint (e.g. best.pt) or retrain"
         ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
@@ -174,7 +173,7 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     ckpt = load_checkpoint(path, map_location="cpu")
     cfg = stored_config(ckpt, path)
     cfg.model.pretrained = False
-    net = build_model(cfg)
+    net = build_model(cfg, load_pretrained=False)
     load_model_state(net, ckpt["model"], path)
     net.to(device).eval()
     return net, cfg

@@ -102,7 +102,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     except Exception as e:  # torch.load raises many types for a damaged or foreign file
         raise CheckpointError(
-            f"checkpoint {path} is truncated, corrupt or not a checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'end of file'}); "
+            f"checkpoint {path} is truncated or corrupt, or not a checkpoint at all ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'end of file'}); "
             f"use another checkpoint (e.g. best.pt) or retrain"
         ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:

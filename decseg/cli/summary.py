@@ -77,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     summary = build_summary(cfg, args.batch)
     _print(summary)
     if args.json:
-        atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
+        try:
+            atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
+        except OSError as e:  # a file where a folder should be, no permission, full disk
+            raise ConfigError(f"--json {args.json}: cannot write it ({e.strerror or e}); choose another path") from None
         print(f"wrote {args.json}")
     return 0

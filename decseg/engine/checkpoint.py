@@ -14,7 +14,6 @@ tensors so that the file still loads with ``weights_only=True``; ``from_safe`` u
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from decseg.config import Config, config_from_dict
+from decseg.utils.safeload import safe_torch_load
 from decseg.errors import CheckpointError, ConfigError
 from decseg.utils.io import atomic_write
 
@@ -92,19 +92,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"checkpoint {path} contains pickled Python objects that are not plain tensors or "
-            f"containers; refusing to load it (arbitrary code could run). Only load checkpoints "
-            f"written by decseg train. Details: {str(e).splitlines()[0]}"
-        ) from None
-    except Exception as e:  # torch.load raises many types for a damaged or foreign file
-        raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt, or not a checkpoint at all ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'end of file'}); "
-            f"use another checkpoint (e.g. best.pt) or retrain"
-        ) from None
+    ckpt = safe_torch_load(path, CheckpointError, f"checkpoint {path}",
+                           "Use another checkpoint (e.g. best.pt) written by decseg train, or retrain.",
+                           map_location=map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(
             f"{path} is not a decseg checkpoint (expected a dict with 'model' and 'config'); "

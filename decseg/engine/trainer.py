@@ -100,6 +100,8 @@ class Trainer:
             raise ConfigError(f"{self.data_root / 'dataset.yaml'} has classes={self.layout.classes} but "
                               f"data.classes={cfg.data.classes}; set --set data.classes={self.layout.classes}")
         if self.main:
+            if self.run_dir.exists() and not self.run_dir.is_dir():
+                raise DecsegError(f"--out {self.run_dir} is a file; choose a folder for the run")
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         seed_everything(cfg.train.seed)  # identical initial weights on every rank

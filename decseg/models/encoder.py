@@ -16,6 +16,7 @@ import timm
 import torch
 from torch import nn
 
+from decseg.utils.safeload import safe_torch_load
 from decseg.errors import ConfigError, DataError, PretrainedWeightsError
 
 log = logging.getLogger(__name__)
@@ -117,13 +118,8 @@ def load_encoder_weights(backbone: nn.Module, path: Union[str, Path],
             f"model.pretrained={str(path)!r} is neither true/false nor an existing file. "
             f"{offline_help(getattr(backbone, 'decseg_encoder_name', 'res2net50d'))}"
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors come in many types; all mean "not a weights file"
-        raise PretrainedWeightsError(
-            f"model.pretrained={str(path)!r}: cannot be read as a PyTorch weights file with "
-            f"weights_only=True ({type(e).__name__}: {e}). Pass a .pth state dict."
-        ) from None
+    obj = safe_torch_load(path, PretrainedWeightsError, f"model.pretrained={str(path)!r}",
+                          "Pass a plain .pth state dict (e.g. the official Res2Net file).")
     state = _unwrap_state_dict(obj, path)
     expected = backbone.state_dict()
     head_keys = set(classifier_keys) - set(expected)

@@ -28,8 +28,6 @@ TINY = ["model.encoder=test_resnet", "model.pretrained=false", "data.size=64", "
         "train.image_every=0"]
 
 
-# Known failures in files other helpers own are xfail with this note (see the robustness report).
-ENGINE_OWNS = "engine/checkpoint.py (reported; not editable by the robustness helper)"
 
 
 def has_command(name: str) -> bool:
@@ -536,8 +534,6 @@ def test_train_pretrained_path_problems(tmp_path, capsys, cli_data, cli_ckpt):
 
 
 @needs_train
-@pytest.mark.xfail(reason="--out naming an existing file: 'unexpected FileExistsError', exit 1 (engine/trainer.py "
-                          "mkdir; reported)")
 def test_train_out_is_a_file(tmp_path, capsys, cli_data):
     (tmp_path / "run.txt").write_text("notes")
     assert_user_error(cli(capsys, *train_args(cli_data, tmp_path / "run.txt")), "train", "run.txt")
@@ -625,9 +621,7 @@ def test_predict_pickle_checkpoint_is_refused(tmp_path, capsys, cli_data):
 @pytest.mark.parametrize("kind", [
     "truncated", "zero-byte", "missing", "state-dict",
     "truncated-head",  # cut to its first 10 kB: torch's zip reader raises OSError there
-    pytest.param("not-a-checkpoint", marks=pytest.mark.xfail(
-        reason="a PNG renamed .pt is reported as 'contains pickled Python objects ... refusing', which "
-               "misleads; should say not a checkpoint / corrupt. " + ENGINE_OWNS)),
+    "not-a-checkpoint",
 ])
 def test_predict_broken_checkpoint(tmp_path, capsys, cli_data, cli_ckpt, kind):
     import torch
@@ -667,9 +661,6 @@ def test_predict_refuses_architecture_overrides(tmp_path, capsys, cli_data, cli_
 
 
 @needs_train
-@pytest.mark.xfail(reason="the refusal is right but the message embeds PyTorch's multi-line text with ANSI "
-                          "escapes that suggests weights_only=False / add_safe_globals (models' pretrained "
-                          "loader and engine/checkpoint.py; reported)")
 def test_pickle_refusal_messages_are_one_clean_line(tmp_path, capsys, cli_data):
     evil, marker = pickle_checkpoint(tmp_path)
     results = {"predict": cli(capsys, *predict_args(evil, cli_data, tmp_path / "p")),
@@ -926,8 +917,6 @@ def test_summary_bad_config_file_and_batch(tmp_path, capsys):
 
 
 @needs_summary
-@pytest.mark.xfail(reason="summary --json into a path whose folder is a file: 'unexpected FileExistsError', "
-                          "exit 1 (cli/summary.py, models owner; reported)")
 def test_summary_unwritable_json(tmp_path, capsys):
     (tmp_path / "a_file").write_text("x")
     assert_user_error(cli(capsys, "summary", "--set", "model.pretrained=false", "--set", "model.encoder=test_resnet",

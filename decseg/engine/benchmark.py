@@ -1,0 +1,616 @@
+"""Speed and memory measurement of real training steps and of inference.
+
+The measured step is the one training runs: the configured model, generators and method
+(``decseg.engine.methods``), the trainer's optimizer and precision settings, on synthetic
+tensors of the configured size and batch. Only data loading is left out, so the numbers
+are the cost of the mathematics, not of JPEG decoding.
+
+Peak memory:
+- CUDA: ``torch.cuda.max_memory_allocated`` over warm-up and timed steps.
+- CPU: the process's peak resident set size during the steps. ``ru_maxrss`` is exact
+  (the kernel tracks it, short spikes included) but covers the whole process life; when it
+  rose during the steps it is the peak of the steps. When it did not (an earlier, larger job
+  in the same process), a sampling thread's maximum is used and ``peak_rss_exact`` is false.
+  The CLI and the sweep run each configuration in a fresh process so the value is exact.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import sys
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from decseg.config import Config
+from decseg.errors import ConfigError
+
+GB = 1024**3
+
+
+# --------------------------------------------------------------------------- environment
+
+def cpu_name() -> str:
+    """The CPU model as ``lscpu`` names it (``model name`` in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but CUDA is not available here; use train.device=cpu")
+    return torch.device(name)
+
+
+def environment(device: torch.device) -> dict:
+    env = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "cpu_name": cpu_name(),
+        "cpu_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        env["gpu_name"] = torch.cuda.get_device_name(device)
+    return env
+
+
+# --------------------------------------------------------------------------- memory
+
+def _rss_bytes() -> int:
+    # /proc/self/statm is cheap and needs no psutil; its second field is resident pages
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        import psutil
+
+        return psutil.Process().memory_info().rss
+
+
+def _maxrss_bytes() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024  # Linux reports KiB, macOS bytes
+
+
+class PeakMemory:
+    """Peak memory over a block: CUDA allocator peak, or process RSS on CPU (see module doc)."""
+
+    def __init__(self, device: torch.device, interval_s: float = 0.005, limit_gb: float | None = None):
+        self.device = device
+        self.interval_s = interval_s
+        # Safety valve for shared machines: stop this process before the kernel's OOM killer
+        # picks some other process (DECSEG_BENCH_MAX_RSS_GB or the limit_gb argument).
+        env_limit = os.environ.get("DECSEG_BENCH_MAX_RSS_GB")
+        limit = limit_gb if limit_gb is not None else (float(env_limit) if env_limit else None)
+        self.limit_bytes = int(limit * GB) if limit else None
+        self.sampled_peak = 0
+        self.maxrss_before = self.maxrss_after = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.maxrss_before = _maxrss_bytes()
+        self.sampled_peak = _rss_bytes()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            rss = _rss_bytes()
+            self.sampled_peak = max(self.sampled_peak, rss)
+            if self.limit_bytes and rss > self.limit_bytes:
+                print(f"benchmark stopped: resident memory {rss / GB:.1f} GB passed the limit of "
+                      f"{self.limit_bytes / GB:.1f} GB (DECSEG_BENCH_MAX_RSS_GB); use a smaller size "
+                      f"or batch, or raise the limit", file=sys.stderr, flush=True)
+                os._exit(3)  # from a thread: the only way to stop the process at once
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sampled_peak = max(self.sampled_peak, _rss_bytes())
+        self.maxrss_after = _maxrss_bytes()
+
+    def result(self) -> dict:
+        exact = self.maxrss_after > self.maxrss_before
+        # both are lower bounds of the true peak; the kernel's counter misses nothing, while
+        # page-granular accounting can put the last sample a few pages above it
+        rss = max(self.maxrss_after, self.sampled_peak) if exact else self.sampled_peak
+        out = {
+            "peak_rss_gb": rss / GB,
+            "peak_rss_exact": exact,
+            "peak_rss_sampled_gb": self.sampled_peak / GB,
+        }
+        if self.device.type == "cuda":
+            out["peak_gpu_gb"] = torch.cuda.max_memory_allocated(self.device) / GB
+            out["peak_gpu_reserved_gb"] = torch.cuda.max_memory_reserved(self.device) / GB
+        return out
+
+
+# --------------------------------------------------------------------------- timing
+
+@dataclass
+class Timing:
+    seconds: list[float] = field(default_factory=list)  # timed steps, after warm-up
+    warmup_seconds: list[float] = field(default_factory=list)
+    memory: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        s = self.seconds
+        return {
+            "step_seconds": statistics.median(s),
+            "step_seconds_min": min(s),
+            "step_seconds_mean": statistics.fmean(s),
+            "step_seconds_all": s,
+            "warmup_seconds_all": self.warmup_seconds,
+            **self.memory,
+        }
+
+
+def measure(step: Callable[[], object], steps: int, warmup: int, device: torch.device) -> Timing:
+    """Run ``warmup`` then ``steps`` calls of ``step``; time each (synchronising CUDA) and track
+    peak memory over all of them (warm-up included: the first steps allocate optimizer state)."""
+    if steps < 1 or warmup < 0:
+        raise ConfigError(f"benchmark needs --steps >= 1 and --warmup >= 0 (got {steps}, {warmup})")
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    timing = Timing()
+    with PeakMemory(device) as mem:
+        for i in range(warmup + steps):
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            dt = time.perf_counter() - t0
+            (timing.warmup_seconds if i < warmup else timing.seconds).append(dt)
+    timing.memory = mem.result()
+    return timing
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+def synthetic_batch(cfg: Config, batch: int, with_masks: bool, device: torch.device,
+                    seed: int = 0, channels_last: bool = False) -> dict:
+    """A batch shaped like TwoStreamLoader's: four views in [0, 1] and masks at S and s."""
+    g = torch.Generator().manual_seed(seed)
+    S, s, C = cfg.data.size, cfg.data.half_size, cfg.data.channels
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def img(size: int) -> torch.Tensor:
+        return torch.rand(batch, C, size, size, generator=g).to(device, memory_format=fmt)
+
+    out = {"image": img(S), "image_half": img(s), "image_p": img(S), "image_half_p": img(s),
+           "id": [f"synthetic{i}" for i in range(batch)]}
+    if with_masks:
+        # blob-like masks rather than noise, so the Dice terms see realistic foreground fractions
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, S), torch.linspace(-1, 1, S), indexing="ij")
+        centres = torch.rand(batch, 2, generator=g) - 0.5
+        radius = 0.2 + 0.4 * torch.rand(batch, generator=g)
+        d2 = (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
+        mask = (d2 < radius[:, None, None] ** 2).long()
+        out["mask"] = mask.to(device)
+        out["mask_half"] = torch.nn.functional.interpolate(
+            mask[:, None].float(), size=(s, s), mode="nearest")[:, 0].long().to(device)
+    return out
+
+
+# --------------------------------------------------------------------------- precision
+
+@contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Disable TF32 / reduced-precision matmul so 'off' means IEEE fp32 on every backend."""
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+           torch.get_float32_matmul_precision())
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old[:2]
+        torch.set_float32_matmul_precision(old[2])
+
+
+def config_echo(cfg: Config, device: torch.device) -> dict:
+    t = cfg.train
+    return {
+        "size": cfg.data.size,
+        "half_size": cfg.data.half_size,
+        "batch_labeled": t.batch_labeled,
+        "batch_unlabeled": t.batch_unlabeled if t.semi and t.method != "supervised" else 0,
+        "batch": t.batch_labeled + (t.batch_unlabeled if t.semi and t.method != "supervised" else 0),
+        "method": t.method,
+        "amp": t.amp,
+        "channels_last": t.channels_last,
+        "checkpointing": t.checkpointing,
+        "compile": t.compile,
+        "encoder": cfg.model.encoder,
+        "cfa": cfg.model.cfa, "sc": cfg.model.sc, "dcf": cfg.model.dcf,
+        "spc": t.spc, "cc": t.cc, "semi": t.semi,
+        **environment(device),
+    }
+
+
+# --------------------------------------------------------------------------- training step
+
+@dataclass
+class TrainStep:
+    """One configured training step on fixed synthetic batches; ``step()`` runs it once."""
+
+    step: Callable[[], dict]
+    device: torch.device
+    method: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    labeled: dict
+    unlabeled: dict | None
+    last_losses: dict = field(default_factory=dict)
+    iteration: int = 0
+
+
+LEVERS = {
+    # name: what it changes (none of them changes the mathematics of the step)
+    "sgd_foreach": "torch.optim.SGD(foreach=True): one multi-tensor kernel per op over all params",
+    "sgd_fused": "torch.optim.SGD(fused=True): one fused kernel per parameter",
+    "sgd_loop": "torch.optim.SGD(foreach=False): the per-parameter Python loop",
+    "step_in_backward": "SGD update per parameter as soon as its gradient is ready; gradient freed",
+    "early_zero_grad": "zero_grad(set_to_none=True) right after the step, not after the next forward",
+    "malloc_tuned": "glibc mallopt: fixed 128 KiB mmap/trim thresholds, freed memory goes back to the OS",
+    "gemm_conv_grad": "3x3 convs with >= 1024x1024 channels: weight gradient as one GEMM",
+    # this one CHANGES the mathematics: BatchNorm sees 1.5x the batch in one pass
+    "concat_passes": "clean and perturbed passes as one forward of cat[x, x_p(u)] (changes BN stats)",
+}
+_SGD_LEVERS = {"sgd_foreach": {"foreach": True}, "sgd_fused": {"fused": True},
+               "sgd_loop": {"foreach": False}, "step_in_backward": {}}
+
+
+def tune_malloc() -> bool:
+    """Make glibc return freed blocks above 128 KiB to the OS at once (CPU peak RSS lever).
+
+    glibc raises its mmap threshold up to 32 MiB after large frees, after which big activation
+    buffers are carved from the heap and stay resident after they are freed; a fixed threshold
+    keeps the resident set close to the memory really in use. Same as exporting
+    MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072. Returns False off glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024)) and bool(
+            libc.mallopt(m_trim_threshold, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
+
+
+def build_train_step(cfg: Config, device: torch.device | None = None, seed: int = 0,
+                     levers: tuple[str, ...] | list[str] = ()) -> TrainStep:
+    """The project's training step, set up and run as ``decseg train`` does per iteration.
+
+    Mirrors ``Trainer._setup`` / ``Trainer._loop`` (model, ``train.checkpointing``, method,
+    memory format, SGD over the method's parameters, GradScaler for fp16, ``torch.compile``,
+    poly lr, autocast, forward, ``zero_grad(set_to_none=True)``, backward, step, ``after_step``),
+    minus data loading, logging, validation and checkpoints. The trainer keeps its step inline
+    in its loop, so it is repeated here; keep the two in step.
+
+    ``levers``: experimental changes from ``LEVERS`` to measure what they would bring; with
+    none, the step is exactly the trainer's.
+    """
+    from decseg.engine.methods import build_method
+    from decseg.engine.schedule import poly_lr, set_lr
+    from decseg.engine.trainer import amp_dtype
+    from decseg.models import build_model
+    from decseg.utils.seed import seed_everything
+
+    levers = tuple(levers)
+    unknown = [lv for lv in levers if lv not in LEVERS]
+    if unknown:
+        raise ConfigError(f"unknown benchmark lever(s) {', '.join(unknown)}; known: {', '.join(LEVERS)}")
+    sgd = [lv for lv in levers if lv in _SGD_LEVERS]
+    if len(sgd) > 1:
+        raise ConfigError(f"choose at most one optimizer lever, got {', '.join(sgd)}")
+    if "malloc_tuned" in levers:
+        tune_malloc()  # before the model exists, so its buffers are allocated under the new rule
+    t = cfg.train
+    device = device or resolve_device(t.device)
+    dtype = amp_dtype(cfg, device)
+    seed_everything(seed)
+    net = build_model(cfg)
+    net.checkpointing = t.checkpointing
+    method = build_method(cfg, net)
+    memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+    method.to(device, memory_format=memory_format)
+    method.on_device(device)
+    params = [p for p in method.parameters() if p.requires_grad]
+    if "step_in_backward" in levers:
+        if dtype is torch.float16:
+            raise ConfigError("the step_in_backward lever cannot run with train.amp=fp16: the grad "
+                              "scaler must see every gradient before any update")
+        optimizer = StepInBackward(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                                    **(_SGD_LEVERS[sgd[0]] if sgd else {}))
+    early_zero = "early_zero_grad" in levers
+    if "gemm_conv_grad" in levers:
+        use_gemm_weight_grad(method)
+    concat = None
+    if "concat_passes" in levers:
+        concat = ConcatPasses(method.net)
+        method.net = concat
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
+    if t.compile:
+        method.net.compile()
+    method.train()
+    semi = method.uses_unlabeled(cfg)
+    labeled = synthetic_batch(cfg, t.batch_labeled, True, device, seed, t.channels_last)
+    unlabeled = (synthetic_batch(cfg, t.batch_unlabeled, False, device, seed + 1, t.channels_last)
+                 if semi else None)
+    ts = TrainStep(lambda: {}, device, method, optimizer, labeled, unlabeled)
+
+    def step() -> dict:
+        it = ts.iteration
+        set_lr(optimizer, poly_lr(t.lr, it, t.iterations, t.poly_power))
+        if concat is not None and unlabeled is not None:
+            concat.prime(unlabeled["image_p"], unlabeled["image_half_p"])
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            losses = method(labeled, unlabeled, it)
+        if not early_zero:
+            optimizer.zero_grad(set_to_none=True)
+        scaler.scale(losses["loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if early_zero:  # the gradients are dead once applied: free them before the next forward
+            optimizer.zero_grad(set_to_none=True)
+        method.after_step(it)
+        ts.iteration = it + 1
+        ts.last_losses = {k: v.detach() for k, v in losses.items()}
+        return ts.last_losses
+
+    ts.step = step
+    return ts
+
+
+class _WideConv(torch.autograd.Function):
+    """A 3x3 convolution (stride 1, groups 1; bf16 or fp32) whose weight gradient is one GEMM.
+
+    On this CPU oneDNN's bf16 weight-gradient kernel for the 2048-channel convolutions at 7x7..11x11
+    runs 5-6x slower than the same sum written as unfold + one matrix product (measured: 654 vs
+    113 ms at 2048 ch, 7x7, batch 4), while its input gradient and forward are fast, so only the
+    weight gradient is replaced (fp32 gains too: 1.0 s -> 0.3 s). ``wb`` is the weight in the
+    compute dtype: under bf16 autocast a cast made once per optimizer step and shared by the clean
+    and perturbed passes (as autocast's cast cache does), in fp32 the parameter itself.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, wb, bias, padding):
+        xb = x.to(wb.dtype)
+        ctx.save_for_backward(xb, wb)
+        ctx.padding, ctx.has_bias = padding, bias is not None
+        ctx.weight_meta = (weight.dtype, weight.shape)
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.nn.functional.conv2d(xb, wb, None if bias is None else bias.to(wb.dtype),
+                                              padding=padding)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xb, wb = ctx.saved_tensors
+        dtype, (co, ci, kh, kw) = ctx.weight_meta
+        go = grad_out.to(wb.dtype)
+        gi = None
+        if ctx.needs_input_grad[0]:
+            gi = torch.ops.aten.convolution_backward(
+                go, xb, wb, None, [1, 1], list(ctx.padding), [1, 1], False, [0, 0], 1,
+                [True, False, False])[0]
+        n = go.shape[0]
+        # columns ordered (kh, kw, ci) so the product comes out in channels_last weight order
+        cols = torch.nn.functional.unfold(xb, (kh, kw), padding=ctx.padding)  # n, ci*kh*kw, L
+        cols = cols.view(n, ci, kh * kw, -1).transpose(1, 2).reshape(n, kh * kw * ci, -1)
+        gw = torch.einsum("nol,nkl->ok", go.reshape(n, co, -1), cols)  # co, kh*kw*ci
+        gw = gw.view(co, kh, kw, ci).permute(0, 3, 1, 2).to(dtype)
+        gb = go.sum((0, 2, 3)).float() if ctx.has_bias else None
+        return gi, gw, None, gb, None
+
+
+def use_gemm_weight_grad(module: torch.nn.Module, min_channels: int = 1024) -> int:
+    """Route wide 3x3 convolutions through ``_WideConv`` in training (bf16 autocast or fp32).
+
+    Applies to Conv2d with kernel 3, stride 1, dilation 1, groups 1, in and out channels
+    >= ``min_channels``; without gradients or under other precisions they run unchanged.
+    Returns how many were patched.
+    """
+    count = 0
+    for m in module.modules():
+        if (isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) and m.stride == (1, 1)
+                and m.dilation == (1, 1) and m.groups == 1 and isinstance(m.padding, tuple)
+                and min(m.in_channels, m.out_channels) >= min_channels):
+            original, cache = m.forward, {}
+
+            def forward(x, m=m, original=original, cache=cache):
+                dev, w = x.device.type, m.weight
+                if not torch.is_grad_enabled():
+                    return original(x)
+                if torch.is_autocast_enabled(dev):
+                    if torch.get_autocast_dtype(dev) is not torch.bfloat16:
+                        return original(x)
+                    # one cast per optimizer step, shared by both passes; held weakly, so it
+                    # dies with the last backward that saved it, as autocast's cache does
+                    wb = cache["wb"]() if cache.get("version") == (w._version, w.data_ptr()) else None
+                    if wb is None:
+                        wb = w.detach().to(torch.bfloat16)
+                        cache["wb"], cache["version"] = weakref.ref(wb), (w._version, w.data_ptr())
+                    return _WideConv.apply(x, w, wb, m.bias, m.padding)
+                if x.dtype is torch.float32 and w.dtype is torch.float32:
+                    return _WideConv.apply(x, w, w, m.bias, m.padding)
+                return original(x)
+
+            m.forward = forward
+            count += 1
+    return count
+
+
+class ConcatPasses(torch.nn.Module):
+    """Experimental lever that changes the mathematics: the method's clean pass on
+    cat[labeled, unlabeled] and its perturbed pass on the unlabeled views run as ONE forward of
+    cat[clean, perturbed], so BatchNorm normalises over both passes together. The method's code
+    is unchanged: the first call computes both, the second call returns the cached half.
+    """
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+        self._pending: tuple | None = None
+        self._cached: tuple | None = None
+
+    def prime(self, x_p: torch.Tensor, x_half_p: torch.Tensor) -> None:
+        """Announce the perturbed views of this step before the clean pass runs."""
+        self._pending, self._cached = (x_p, x_half_p), None
+
+    def forward(self, x, x_half=None):
+        if self._cached is not None and x is self._cached[0]:
+            out, self._cached = self._cached[1], None
+            return out
+        if self._pending is None:
+            return self.net(x, x_half)
+        (x_p, x_half_p), self._pending = self._pending, None
+        n = x.shape[0]
+        out = self.net(torch.cat([x, x_p]), torch.cat([x_half, x_half_p]))
+        self._cached = (x_p, tuple(None if o is None else o[n:] for o in out))
+        return tuple(None if o is None else o[:n] for o in out)
+
+
+class StepInBackward(torch.optim.Optimizer):
+    """Experimental lever: the SGD update of each parameter runs as soon as backward has
+    accumulated its gradient, and the gradient is freed at once, so the full set of gradients
+    (1.7 GB for the paper model) never exists at the same time.
+
+    The arithmetic per parameter is torch.optim.SGD's (momentum, weight decay; its fused kernel,
+    so equal up to rounding), because SGD updates each parameter independently. It cannot work with a
+    GradScaler (fp16), gradient clipping over all parameters, or DDP's bucketed all-reduce.
+    ``step()`` and ``zero_grad()`` are no-ops so the training loop stays unchanged.
+    """
+
+    def __init__(self, params, lr: float, momentum: float, weight_decay: float):
+        params = list(params)
+        super().__init__(params, {"lr": lr})
+        self.inner = {p: torch.optim.SGD([p], lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                         fused=True) for p in params}
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._update)
+
+    def _update(self, p: torch.Tensor) -> None:
+        opt = self.inner[p]
+        opt.param_groups[0]["lr"] = self.param_groups[0]["lr"]
+        opt.step()
+        p.grad = None
+
+    def step(self, closure=None):  # updates already happened during backward
+        return None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+
+def benchmark_train(cfg: Config, steps: int = 3, warmup: int = 1, device: torch.device | None = None,
+                    seed: int = 0, levers: tuple[str, ...] | list[str] = ()) -> dict:
+    """Median seconds per training step after warm-up, and peak memory (see module doc)."""
+    device = device or resolve_device(cfg.train.device)
+    ts = build_train_step(cfg, device, seed, levers)
+    timing = measure(ts.step, steps, warmup, device)
+    return {
+        "kind": "train",
+        "profile": "+".join(["project", *levers]),
+        "levers": list(levers),
+        **timing.summary(),
+        "steps": steps,
+        "warmup": warmup,
+        "loss": float(ts.last_losses["loss"]),
+        **config_echo(cfg, device),
+    }
+
+
+# --------------------------------------------------------------------------- inference
+
+def benchmark_predict(cfg: Config, batch_size: int = 8, steps: int = 3, warmup: int = 1,
+                      device: torch.device | None = None, amp: str | None = None,
+                      channels_last: bool = True, agreement: bool = False, seed: int = 0) -> dict:
+    """Images per second of the prediction path (``decseg predict``'s Predictor) at a batch size.
+
+    ``agreement``: also run the same images through a strict-fp32 NCHW predictor and report the
+    fraction of pixels whose argmax agrees (the cost of bf16 / channels_last on the maps).
+    """
+    from decseg.engine.predictor import Predictor
+    from decseg.models import build_model
+    from decseg.utils.seed import seed_everything
+
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
+    device = device or resolve_device(cfg.train.device)
+    amp = cfg.predict.amp if amp is None else amp
+    seed_everything(seed)
+    net = build_model(cfg)
+    predictor = Predictor(net, device=device, amp=amp, channels_last=channels_last,
+                          tta=cfg.predict.tta)
+    images = synthetic_images(cfg, batch_size, seed)
+    timing = measure(lambda: predictor.probabilities(images), steps, warmup, device)
+    median = statistics.median(timing.seconds)
+    out = {
+        "kind": "predict",
+        "profile": "project",
+        "images_per_second": batch_size / median,
+        "batch_size": batch_size,
+        **timing.summary(),
+        "steps": steps,
+        "warmup": warmup,
+        "size": cfg.data.size,
+        "amp": amp,
+        "channels_last": channels_last,
+        "tta": cfg.predict.tta,
+        "encoder": cfg.model.encoder,
+        **environment(device),
+    }
+    if agreement:
+        with strict_fp32():
+            probs = predictor.probabilities(images).argmax(1)
+            reference = Predictor(predictor.net.to(memory_format=torch.contiguous_format), device=device,
+                                  amp="off", channels_last=False, tta=cfg.predict.tta)
+            ref = reference.probabilities(images).argmax(1)
+        out["pixel_agreement_vs_fp32"] = float((probs == ref).float().mean())
+    return out
+
+
+def synthetic_images(cfg: Config, batch: int, seed: int = 0) -> torch.Tensor:
+    """Lesion-like test images in [0, 1]: smooth background, a darker blob, mild noise.
+
+    Structured images give the network's maps realistic regions, so the pixel agreement between
+    precisions is measured on edges and areas like real data rather than on pure noise.
+    """
+    g = torch.Generator().manual_seed(seed)
+    S, C = cfg.data.size, cfg.data.channels
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, S), torch.linspace(-1, 1, S), indexing="ij")
+    base = 0.55 + 0.25 * torch.rand(batch, C, 1, 1, generator=g)
+    shade = 0.15 * (xx + yy)[None, None]
+    centres = torch.rand(batch, 2, generator=g) - 0.5
+    radius = 0.15 + 0.35 * torch.rand(batch, generator=g)
+    d2 = (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
+    blob = torch.sigmoid((radius[:, None, None] ** 2 - d2) * 40)[:, None]
+    noise = 0.03 * torch.randn(batch, C, S, S, generator=g)
+    return (base + shade - 0.3 * blob + noise).clamp(0, 1)

@@ -1,0 +1,188 @@
+"""Precision and memory levers give the same training loss as strict fp32 NCHW.
+
+Tiny model (resnet18, 64 px, batch 2+2), the real DEC-Seg method with generators. Dropout is set
+to 0 so that every variant computes the same function (dropout masks would otherwise be drawn
+in memory order, which channels_last changes).
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from decseg import load_config
+from decseg.engine.benchmark import StepInBackward, build_train_step, synthetic_batch
+from decseg.engine.methods import build_method
+from decseg.models import build_model
+from decseg.utils.seed import seed_everything
+
+TINY = ["model.encoder=resnet18", "model.pretrained=false", "data.size=64",
+        "train.batch_labeled=2", "train.batch_unlabeled=2", "train.amp=off",
+        "train.channels_last=false", "train.device=cpu"]
+
+
+def _no_dropout(module: torch.nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Two OpenMP threads on two cores shared with other test processes spin against each other
+    # (measured: 10x slower wall time); one thread keeps these small tests fast.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def base(one_thread):
+    cfg = load_config(None, TINY)
+    seed_everything(0)
+    method = build_method(cfg, build_model(cfg))
+    _no_dropout(method)
+    method.train()
+    lab = synthetic_batch(cfg, 2, True, torch.device("cpu"), seed=1)
+    unl = synthetic_batch(cfg, 2, False, torch.device("cpu"), seed=2)
+    return cfg, method, lab, unl
+
+
+def _run(base, amp="off", channels_last=False, checkpointing=False, backward=False):
+    """Losses (and optionally grads and BN running stats after backward) of a fresh copy."""
+    cfg, method, lab, unl = base
+    m = copy.deepcopy(method)
+    m.net.checkpointing = checkpointing
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    m.to(memory_format=fmt)
+    lab = {k: v.contiguous(memory_format=fmt) if torch.is_tensor(v) and v.dim() == 4 else v
+           for k, v in lab.items()}
+    unl = {k: v.contiguous(memory_format=fmt) if torch.is_tensor(v) and v.dim() == 4 else v
+           for k, v in unl.items()}
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+        losses = m(lab, unl, 0)
+    out = {k: float(v.detach()) for k, v in losses.items()}
+    if backward:
+        losses["loss"].backward()
+        grads = {n: p.grad.detach().clone() for n, p in m.named_parameters() if p.grad is not None}
+        stats = {n: b.detach().clone() for n, b in m.named_buffers() if "running" in n}
+        return out, grads, stats
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp32(base):
+    return _run(base, backward=True)
+
+
+def test_components_are_active(fp32):
+    losses, grads, _ = fp32
+    for key in ("sup", "sc", "spc", "cc"):
+        assert losses[key] > 0, key  # a comparison of zeros would prove nothing
+    assert len(grads) > 100
+
+
+def test_channels_last_matches_fp32(base, fp32):
+    ref = fp32[0]
+    got = _run(base, channels_last=True)
+    for key in ("loss", "sup", "sc", "spc", "cc"):
+        assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-7), key
+
+
+def test_checkpointing_matches_fp32_loss_grads_and_bn_stats(base, fp32):
+    ref_losses, ref_grads, ref_stats = fp32
+    losses, grads, stats = _run(base, checkpointing=True, backward=True)
+    assert losses["loss"] == pytest.approx(ref_losses["loss"], rel=1e-6)
+    assert grads.keys() == ref_grads.keys()
+    for name, g in grads.items():
+        scale = ref_grads[name].abs().max().clamp_min(1e-12)
+        assert (g - ref_grads[name]).abs().max() / scale <= 1e-5, name
+    # the recomputation in backward must not update BatchNorm running statistics a second time
+    for name, s in stats.items():
+        torch.testing.assert_close(s, ref_stats[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_bf16_autocast_close_to_fp32(base, fp32):
+    ref = fp32[0]
+    got = _run(base, amp="bf16", channels_last=True)
+    assert got["loss"] == pytest.approx(ref["loss"], rel=2e-2)
+    assert got["sup"] == pytest.approx(ref["sup"], rel=2e-2)
+
+
+def test_memory_levers_equal_the_trainer_step():
+    """The experimental levers (optimizer in backward, early zero_grad, foreach SGD) change
+    memory and speed, not the arithmetic: two steps give the same weights."""
+    cfg = load_config(None, TINY + ["train.method=supervised"])
+    results = []
+    variants = ([], ["step_in_backward"], ["early_zero_grad", "sgd_foreach"])
+    for levers in variants:
+        ts = build_train_step(cfg, torch.device("cpu"), seed=3, levers=levers)
+        _no_dropout(ts.method)
+        for _ in range(2):  # the second step exercises the momentum buffers
+            ts.step()
+        results.append({n: p.detach().clone() for n, p in ts.method.named_parameters()})
+        if levers == ["step_in_backward"]:
+            assert isinstance(ts.optimizer, StepInBackward)
+            assert all(p.grad is None for p in ts.method.parameters())  # freed during backward
+    ref = results[0]
+    for got in results[1:]:
+        for name, p in got.items():
+            torch.testing.assert_close(p, ref[name], rtol=1e-5, atol=1e-6, msg=name)
+    moved = 0
+    # the parameters did move (a comparison of untouched weights would prove nothing)
+    seed_everything(3)
+    init = build_model(cfg)
+    for name, p in init.named_parameters():
+        moved += int(not torch.equal(p, got["net." + name]))
+    assert moved > 10
+
+
+def test_concat_passes_wiring(base):
+    """With BatchNorm frozen (eval) one concatenated pass must equal the two separate passes,
+    which shows the lever hands each output to the right place; in training mode it differs
+    (BatchNorm statistics over 1.5x the batch), which is why it is only an opt-in lever."""
+    from decseg.engine.benchmark import ConcatPasses
+
+    cfg, method, lab, unl = base
+    results = {}
+    for mode in ("eval", "train"):
+        for concat in (False, True):
+            m = copy.deepcopy(method)
+            m.train(mode == "train")
+            if concat:
+                m.net = ConcatPasses(m.net)
+                m.net.prime(unl["image_p"], unl["image_half_p"])
+            with torch.no_grad():
+                results[mode, concat] = float(m(lab, unl, 0)["loss"])
+    assert results["eval", True] == pytest.approx(results["eval", False], rel=1e-5)
+    assert results["train", True] != pytest.approx(results["train", False], rel=1e-5)
+
+
+def test_gemm_weight_grad_lever_matches_native_bf16():
+    """The wide-conv lever computes the same gradients as oneDNN's kernels: in bf16 up to
+    bf16 rounding, in fp32 up to summation order."""
+    from decseg.engine.benchmark import use_gemm_weight_grad
+
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Conv2d(24, 24, 3, padding=1, bias=False), torch.nn.ReLU(),
+                              torch.nn.Conv2d(24, 16, 3, padding=1, bias=True))
+    ref = ref.to(memory_format=torch.channels_last)
+    patched = copy.deepcopy(ref)
+    assert use_gemm_weight_grad(patched, min_channels=16) == 2
+    x = torch.randn(3, 24, 9, 9).to(memory_format=torch.channels_last)
+    for amp in (True, False):
+        grads = []
+        for net in (ref, patched):
+            net.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                y = net(x)
+            if net is patched:  # the replacement path really ran
+                assert "WideConv" in type(y.grad_fn).__name__
+            y.float().square().mean().backward()
+            grads.append({n: p.grad for n, p in net.named_parameters()})
+        for name, g in grads[1].items():
+            assert g.dtype == torch.float32 and g.shape == grads[0][name].shape
+            rel = ((g - grads[0][name]).abs().max() / grads[0][name].abs().max()).item()
+            assert rel <= (2e-2 if amp else 1e-5), (name, amp, rel)

@@ -27,8 +27,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="unlabeled samples per step (same as --set train.batch_unlabeled=N)")
     t.add_argument("--lever", dest="levers", action="append", default=[], metavar="NAME",
                    help="experimental speed/memory lever to measure on top of the trainer's step "
-                        "(repeatable): sgd_foreach, sgd_fused, sgd_loop, step_in_backward, "
-                        "early_zero_grad, malloc_tuned, concat_passes (changes BN statistics); "
+                        "(repeatable): sgd_foreach, sgd_fused, sgd_loop, step_in_backward, gemm_conv_grad, "
+                        "concat_passes (changes BN statistics); "
                         "see docs/PERFORMANCE.md")
 
     q = sub.add_parser("predict", help="inference images per second",

@@ -272,34 +272,12 @@ LEVERS = {
     "sgd_fused": "torch.optim.SGD(fused=True): one fused kernel per parameter",
     "sgd_loop": "torch.optim.SGD(foreach=False): the per-parameter Python loop",
     "step_in_backward": "SGD update per parameter as soon as its gradient is ready; gradient freed",
-    "early_zero_grad": "zero_grad(set_to_none=True) right after the step, not after the next forward",
-    "malloc_tuned": "glibc mallopt: fixed 128 KiB mmap/trim thresholds, freed memory goes back to the OS",
     "gemm_conv_grad": "3x3 convs with >= 1024x1024 channels: weight gradient as one GEMM",
     # this one CHANGES the mathematics: BatchNorm sees 1.5x the batch in one pass
     "concat_passes": "clean and perturbed passes as one forward of cat[x, x_p(u)] (changes BN stats)",
 }
 _SGD_LEVERS = {"sgd_foreach": {"foreach": True}, "sgd_fused": {"fused": True},
                "sgd_loop": {"foreach": False}, "step_in_backward": {}}
-
-
-def tune_malloc() -> bool:
-    """Make glibc return freed blocks above 128 KiB to the OS at once (CPU peak RSS lever).
-
-    glibc raises its mmap threshold up to 32 MiB after large frees, after which big activation
-    buffers are carved from the heap and stay resident after they are freed; a fixed threshold
-    keeps the resident set close to the memory really in use. Same as exporting
-    MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072. Returns False off glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # from malloc.h
-        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024)) and bool(
-            libc.mallopt(m_trim_threshold, 128 * 1024))
-    except (OSError, AttributeError):
-        return False
 
 
 def build_train_step(cfg: Config, device: torch.device | None = None, seed: int = 0,
@@ -319,6 +297,7 @@ def build_train_step(cfg: Config, device: torch.device | None = None, seed: int 
     from decseg.engine.schedule import poly_lr, set_lr
     from decseg.engine.trainer import amp_dtype
     from decseg.models import build_model
+    from decseg.utils.memory import tune_malloc
     from decseg.utils.seed import seed_everything
 
     levers = tuple(levers)
@@ -328,10 +307,10 @@ def build_train_step(cfg: Config, device: torch.device | None = None, seed: int 
     sgd = [lv for lv in levers if lv in _SGD_LEVERS]
     if len(sgd) > 1:
         raise ConfigError(f"choose at most one optimizer lever, got {', '.join(sgd)}")
-    if "malloc_tuned" in levers:
-        tune_malloc()  # before the model exists, so its buffers are allocated under the new rule
     t = cfg.train
     device = device or resolve_device(t.device)
+    if device.type == "cpu":
+        tune_malloc()  # as the trainer does, before the model exists
     dtype = amp_dtype(cfg, device)
     seed_everything(seed)
     net = build_model(cfg)
@@ -349,7 +328,6 @@ def build_train_step(cfg: Config, device: torch.device | None = None, seed: int 
     else:
         optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
                                     **(_SGD_LEVERS[sgd[0]] if sgd else {}))
-    early_zero = "early_zero_grad" in levers
     if "gemm_conv_grad" in levers:
         use_gemm_weight_grad(method)
     concat = None
@@ -373,13 +351,10 @@ def build_train_step(cfg: Config, device: torch.device | None = None, seed: int 
             concat.prime(unlabeled["image_p"], unlabeled["image_half_p"])
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             losses = method(labeled, unlabeled, it)
-        if not early_zero:
-            optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()
         scaler.step(optimizer)
         scaler.update()
-        if early_zero:  # the gradients are dead once applied: free them before the next forward
-            optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)  # as the trainer: free gradients before the next forward
         method.after_step(it)
         ts.iteration = it + 1
         ts.last_losses = {k: v.detach() for k, v in losses.items()}

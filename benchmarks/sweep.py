@@ -28,7 +28,7 @@ PROFILES = {
     "project_ckpt": (["-m", "decseg", "benchmark", "train"], ["train.checkpointing=true"], []),
     "project_fp32": (["-m", "decseg", "benchmark", "train"], ["train.amp=off"], []),
     "project_lean": (["-m", "decseg", "benchmark", "train"], [],
-                     ["step_in_backward"]),
+                     ["step_in_backward", "malloc_tuned"]),
     "released": ([str(HERE / "released_style.py"), "train"], [], []),
 }
 

@@ -27,7 +27,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="unlabeled samples per step (same as --set train.batch_unlabeled=N)")
     t.add_argument("--lever", dest="levers", action="append", default=[], metavar="NAME",
                    help="experimental speed/memory lever to measure on top of the trainer's step "
-                        "(repeatable): sgd_foreach, sgd_fused, sgd_loop, step_in_backward, gemm_conv_grad, "
+                        "(repeatable): sgd_foreach, sgd_fused, sgd_loop, step_in_backward, gemm_conv_grad, malloc_tuned, "
                         "concat_passes (changes BN statistics); "
                         "see docs/PERFORMANCE.md")
 

@@ -272,6 +272,7 @@ LEVERS = {
     "sgd_fused": "torch.optim.SGD(fused=True): one fused kernel per parameter",
     "sgd_loop": "torch.optim.SGD(foreach=False): the per-parameter Python loop",
     "step_in_backward": "SGD update per parameter as soon as its gradient is ready; gradient freed",
+    "malloc_tuned": "glibc mallopt: fixed 128 KiB mmap/trim thresholds, freed memory goes back to the OS",
     "gemm_conv_grad": "3x3 convs with >= 1024x1024 channels: weight gradient as one GEMM",
     # this one CHANGES the mathematics: BatchNorm sees 1.5x the batch in one pass
     "concat_passes": "clean and perturbed passes as one forward of cat[x, x_p(u)] (changes BN stats)",
@@ -309,8 +310,8 @@ def build_train_step(cfg: Config, device: torch.device | None = None, seed: int 
         raise ConfigError(f"choose at most one optimizer lever, got {', '.join(sgd)}")
     t = cfg.train
     device = device or resolve_device(t.device)
-    if device.type == "cpu":
-        tune_malloc()  # as the trainer does, before the model exists
+    if "malloc_tuned" in levers:
+        tune_malloc()  # before the model exists, so its buffers are allocated under the new rule
     dtype = amp_dtype(cfg, device)
     seed_everything(seed)
     net = build_model(cfg)

@@ -66,7 +66,7 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     final = Path(final)
     occupied = final.exists() and (not final.is_dir() or any(final.iterdir()))
     if occupied and not overwrite:
-        raise DecsegError(f"{final} already exists and is not empty; choose another --out or remove it")
+        raise DecsegError(f"{final} already exists and is not empty; choose another --out, or pass --overwrite to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:

@@ -195,16 +195,6 @@ def cli_odd_src(tmp_path_factory) -> Path:
     return src
 
 
-@pytest.fixture(autouse=True)
-def cli_one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def copy_dataset(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

@@ -25,15 +25,6 @@ TINY_SET = ["--set", "model.encoder=resnet18", "--set", "model.pretrained=false"
             "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # two OpenMP threads on two shared cores spin against other test processes; one is faster
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _load_script(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)

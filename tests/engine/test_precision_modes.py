@@ -28,18 +28,8 @@ def _no_dropout(module: torch.nn.Module) -> None:
             m.p = 0.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two OpenMP threads on two cores shared with other test processes spin against each other
-    # (measured: 10x slower wall time); one thread keeps these small tests fast.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
-def base(one_thread):
+def base():
     cfg = load_config(None, TINY)
     seed_everything(0)
     method = build_method(cfg, build_model(cfg))

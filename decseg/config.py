@@ -195,10 +195,6 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
-def _resolve_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _apply(cfg: Config, key: str, value: Any) -> None:
     parts = key.split(".")
     if len(parts) != 2:
@@ -209,7 +205,7 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
     if section not in _SECTIONS:
         raise ConfigError(f"unknown config section {section!r} in {key!r}; known: {', '.join(_SECTIONS)}")
     obj = getattr(cfg, section)
-    hints = _resolve_types(type(obj))
+    hints = typing.get_type_hints(type(obj))
     if name not in hints:
         raise ConfigError(
             f"unknown config key {key!r}; known keys in {section}: {', '.join(sorted(hints))}"

@@ -10,6 +10,7 @@ from decseg.data.layout import DatasetLayout, Item
 
 _LAZY = {
     "TwoStreamLoader": "decseg.data.loader",
+    "eval_batches": "decseg.data.loader",
     "EvalDataset": "decseg.data.datasets",
     "collate_eval": "decseg.data.datasets",
     "list_images": "decseg.data.datasets",

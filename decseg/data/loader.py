@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from decseg.config import DataConfig
-from decseg.data.datasets import TrainViews, collate_views
+from decseg.data.datasets import TrainViews, collate_eval, collate_views
 from decseg.data.layout import DatasetLayout
 from decseg.data.sampler import ShuffledStream
 from decseg.errors import DataError
@@ -53,6 +53,25 @@ def _worker_message(text: str) -> str:
         return text
     last = text.strip().splitlines()[-1]
     return last.split("DataError: ", 1)[-1]
+
+
+def eval_batches(dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False):
+    """Collated batches of an EvalDataset, in order; a DataError from a worker keeps only its message.
+
+    The loader draws its worker seed from a private generator, so iterating leaves the global
+    RNG (and with it a training run's random stream) untouched.
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_eval, pin_memory=pin_memory, generator=torch.Generator())
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except DataError as e:  # torch re-raises worker errors with the worker's traceback as text
+            raise DataError(_worker_message(str(e))) from None
+        yield batch
 
 
 class TwoStreamLoader:

@@ -145,25 +145,6 @@ def source_from_images(folder: str | Path, cfg: Config) -> PredictSource:
     return PredictSource(folder.resolve().name, EvalDataset(None, folder, cfg.data))
 
 
-def _batches(dataset, batch_size: int, num_workers: int, pin: bool):
-    """Collated batches; a DataError from a loader worker keeps only its own message."""
-    from decseg.data import collate_eval
-    from decseg.data.loader import _worker_message
-
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers, collate_fn=collate_eval,
-                                         pin_memory=pin, persistent_workers=False)
-    it = iter(loader)
-    while True:
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        except DataError as e:  # torch re-raises worker errors with the worker's traceback as text
-            raise DataError(_worker_message(str(e))) from None
-        yield batch
-
-
 def _item_mask(masks, i: int) -> np.ndarray | None:
     """The i-th ground-truth mask of a collated batch as bool (H, W), or None if the set has none."""
     if masks is None:
@@ -189,7 +170,7 @@ def predict_sources(predictor: Predictor, sources: Iterable[PredictSource], out:
     predictions) receives ``SET/ID.png`` outline pictures. Both folders appear only when
     everything succeeded.
     """
-    from decseg.data import read_image
+    from decseg.data import eval_batches, read_image
 
     sources = list(sources)
     counts: dict[str, int] = {}
@@ -207,7 +188,7 @@ def predict_sources(predictor: Predictor, sources: Iterable[PredictSource], out:
                 (tmp_overlay / src.name).mkdir(parents=True, exist_ok=True)
             step = progress(src.name, len(src.dataset)) if progress else None
             n = 0
-            for batch in _batches(src.dataset, batch_size, num_workers, predictor.device.type == "cuda"):
+            for batch in eval_batches(src.dataset, batch_size, num_workers, predictor.device.type == "cuda"):
                 probs = predictor.probabilities(batch["image"])
                 sizes = [tuple(int(v) for v in s) for s in batch["orig_size"]]
                 maps = maps_at_original_size(probs, sizes, soft=soft)

@@ -20,19 +20,14 @@ def has_val_split(layout) -> bool:
 def validate(net: torch.nn.Module, layout, cfg: Config, device: torch.device,
              amp_dtype: torch.dtype | None = None, batch_size: int | None = None) -> float:
     """Mean val Dice of ``net`` (put in eval mode by the caller)."""
-    from torch.utils.data import DataLoader
-
-    from decseg.data import EvalDataset, collate_eval
+    from decseg.data import EvalDataset, eval_batches
     from decseg.engine.predictor import maps_at_original_size
     from decseg.metrics import binary_mean_dice
 
     dataset = EvalDataset(layout, "val", cfg.data)
-    loader = DataLoader(dataset, batch_size=batch_size or cfg.predict.batch_size, shuffle=False,
-                        num_workers=0, collate_fn=collate_eval,
-                        generator=torch.Generator())  # leaves the global RNG to training
     scores = []
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    for batch in loader:
+    for batch in eval_batches(dataset, batch_size or cfg.predict.batch_size):
         x = batch["image"].to(device).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = net.predict_logits(x)

@@ -27,8 +27,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="unlabeled samples per step (same as --set train.batch_unlabeled=N)")
     t.add_argument("--lever", dest="levers", action="append", default=[], metavar="NAME",
                    help="experimental speed/memory lever to measure on top of the trainer's step "
-                        "(repeatable): sgd_foreach, sgd_fused, sgd_loop, step_in_backward, gemm_conv_grad, malloc_tuned, "
-                        "concat_passes (changes BN statistics); "
+                        "(repeatable): sgd_foreach, sgd_fused, malloc_tuned, concat_passes (changes BN "
+                        "statistics). The levers that paid off are config keys: "
+                        "train.conv_weight_grad, train.optimizer_in_backward, train.channels_last; "
                         "see docs/PERFORMANCE.md")
 
     q = sub.add_parser("predict", help="inference images per second",
@@ -73,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
                                        levers=args.levers)
         line = (f"train step: {result['step_seconds']:.3f} s median of {args.steps} "
                 f"(S={result['size']}, batch {result['batch_labeled']}+{result['batch_unlabeled']}, "
-                f"amp={result['amp']}, channels_last={result['channels_last']}, {result['device']})")
+                f"amp={result['amp']}, channels_last={result['channels_last_resolved']}, "
+                f"optimizer_in_backward={result['optimizer_in_backward_resolved']}, "
+                f"gemm weight-grad convs={result['gemm_weight_grad_convs']}, {result['device']})")
     else:
         batch = args.batch_size if args.batch_size is not None else cfg.predict.batch_size
         result = bench.benchmark_predict(cfg, batch_size=batch, steps=args.steps, warmup=args.warmup,

@@ -22,7 +22,6 @@ import statistics
 import sys
 import threading
 import time
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -243,6 +242,8 @@ def config_echo(cfg: Config, device: torch.device) -> dict:
         "channels_last": t.channels_last,
         "checkpointing": t.checkpointing,
         "compile": t.compile,
+        "optimizer_in_backward": t.optimizer_in_backward,
+        "conv_weight_grad": t.conv_weight_grad,
         "encoder": cfg.model.encoder,
         "cfa": cfg.model.cfa, "sc": cfg.model.sc, "dcf": cfg.model.dcf,
         "spc": t.spc, "cc": t.cc, "semi": t.semi,
@@ -253,8 +254,8 @@ def config_echo(cfg: Config, device: torch.device) -> dict:
 # --------------------------------------------------------------------------- training step
 
 @dataclass
-class TrainStep:
-    """One configured training step on fixed synthetic batches; ``step()`` runs it once."""
+class BenchStep:
+    """The trainer's step (``decseg.engine.step``) on fixed synthetic batches; ``step()`` runs it once."""
 
     step: Callable[[], dict]
     device: torch.device
@@ -262,42 +263,37 @@ class TrainStep:
     optimizer: torch.optim.Optimizer
     labeled: dict
     unlabeled: dict | None
+    settings: dict = field(default_factory=dict)
     last_losses: dict = field(default_factory=dict)
     iteration: int = 0
 
 
 LEVERS = {
-    # name: what it changes (none of them changes the mathematics of the step)
+    # name: what it changes (none but the last changes the mathematics of the step); the levers
+    # that paid off are now config keys: train.conv_weight_grad, train.optimizer_in_backward,
+    # train.channels_last (see docs/PERFORMANCE.md)
     "sgd_foreach": "torch.optim.SGD(foreach=True): one multi-tensor kernel per op over all params",
     "sgd_fused": "torch.optim.SGD(fused=True): one fused kernel per parameter",
-    "sgd_loop": "torch.optim.SGD(foreach=False): the per-parameter Python loop",
-    "step_in_backward": "SGD update per parameter as soon as its gradient is ready; gradient freed",
     "malloc_tuned": "glibc mallopt: fixed 128 KiB mmap/trim thresholds, freed memory goes back to the OS",
-    "gemm_conv_grad": "3x3 convs with >= 1024x1024 channels: weight gradient as one GEMM",
     # this one CHANGES the mathematics: BatchNorm sees 1.5x the batch in one pass
     "concat_passes": "clean and perturbed passes as one forward of cat[x, x_p(u)] (changes BN stats)",
 }
-_SGD_LEVERS = {"sgd_foreach": {"foreach": True}, "sgd_fused": {"fused": True},
-               "sgd_loop": {"foreach": False}, "step_in_backward": {}}
+_SGD_LEVERS = {"sgd_foreach": {"foreach": True}, "sgd_fused": {"fused": True}}
 
 
 def build_train_step(cfg: Config, device: torch.device | None = None, seed: int = 0,
-                     levers: tuple[str, ...] | list[str] = ()) -> TrainStep:
-    """The project's training step, set up and run as ``decseg train`` does per iteration.
-
-    Mirrors ``Trainer._setup`` / ``Trainer._loop`` (model, ``train.checkpointing``, method,
-    memory format, SGD over the method's parameters, GradScaler for fp16, ``torch.compile``,
-    poly lr, autocast, forward, ``zero_grad(set_to_none=True)``, backward, step, ``after_step``),
-    minus data loading, logging, validation and checkpoints. The trainer keeps its step inline
-    in its loop, so it is repeated here; keep the two in step.
+                     levers: tuple[str, ...] | list[str] = ()) -> BenchStep:
+    """The project's training step exactly as ``decseg train`` builds and runs it
+    (``build_training`` + ``TrainStep``: model, checkpointing, GEMM weight gradients, method,
+    memory format, SGD, optimizer-in-backward, GradScaler, compile, poly lr, autocast, backward,
+    update, freed gradients, ``after_step``), minus data loading, logging, validation and
+    checkpoints.
 
     ``levers``: experimental changes from ``LEVERS`` to measure what they would bring; with
     none, the step is exactly the trainer's.
     """
-    from decseg.engine.methods import build_method
-    from decseg.engine.schedule import poly_lr, set_lr
-    from decseg.engine.trainer import amp_dtype
-    from decseg.models import build_model
+    from decseg.engine.methods import method_class
+    from decseg.engine.step import TrainStep, build_training
     from decseg.utils.memory import tune_malloc
     from decseg.utils.seed import seed_everything
 
@@ -310,137 +306,44 @@ def build_train_step(cfg: Config, device: torch.device | None = None, seed: int 
         raise ConfigError(f"choose at most one optimizer lever, got {', '.join(sgd)}")
     t = cfg.train
     device = device or resolve_device(t.device)
+    method_class(cfg).check_config(cfg)
     if "malloc_tuned" in levers:
         tune_malloc()  # before the model exists, so its buffers are allocated under the new rule
-    dtype = amp_dtype(cfg, device)
     seed_everything(seed)
-    net = build_model(cfg)
-    net.checkpointing = t.checkpointing
-    method = build_method(cfg, net)
-    memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
-    method.to(device, memory_format=memory_format)
-    method.on_device(device)
-    params = [p for p in method.parameters() if p.requires_grad]
-    if "step_in_backward" in levers:
-        if dtype is torch.float16:
-            raise ConfigError("the step_in_backward lever cannot run with train.amp=fp16: the grad "
-                              "scaler must see every gradient before any update")
-        optimizer = StepInBackward(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-                                    **(_SGD_LEVERS[sgd[0]] if sgd else {}))
-    if "gemm_conv_grad" in levers:
-        use_gemm_weight_grad(method)
+    parts = build_training(cfg, device)
+    if sgd:
+        if parts.optimizer_in_backward:
+            raise ConfigError(f"the {sgd[0]} lever replaces the optimizer; run it with "
+                              f"--set train.optimizer_in_backward=false")
+        params = [p for g in parts.optimizer.param_groups for p in g["params"]]
+        parts.optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum,
+                                          weight_decay=t.weight_decay, **_SGD_LEVERS[sgd[0]])
+    method = parts.method
     concat = None
     if "concat_passes" in levers:
         concat = ConcatPasses(method.net)
         method.net = concat
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
     if t.compile:
         method.net.compile()
+    train_step = TrainStep(cfg, parts)
     method.train()
     semi = method.uses_unlabeled(cfg)
-    labeled = synthetic_batch(cfg, t.batch_labeled, True, device, seed, t.channels_last)
-    unlabeled = (synthetic_batch(cfg, t.batch_unlabeled, False, device, seed + 1, t.channels_last)
+    channels_last = parts.memory_format is torch.channels_last
+    labeled = synthetic_batch(cfg, t.batch_labeled, True, device, seed, channels_last)
+    unlabeled = (synthetic_batch(cfg, t.batch_unlabeled, False, device, seed + 1, channels_last)
                  if semi else None)
-    ts = TrainStep(lambda: {}, device, method, optimizer, labeled, unlabeled)
+    bs = BenchStep(lambda: {}, device, method, parts.optimizer, labeled, unlabeled, parts.settings())
 
     def step() -> dict:
-        it = ts.iteration
-        set_lr(optimizer, poly_lr(t.lr, it, t.iterations, t.poly_power))
+        it = bs.iteration
         if concat is not None and unlabeled is not None:
             concat.prime(unlabeled["image_p"], unlabeled["image_half_p"])
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            losses = method(labeled, unlabeled, it)
-        scaler.scale(losses["loss"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)  # as the trainer: free gradients before the next forward
-        method.after_step(it)
-        ts.iteration = it + 1
-        ts.last_losses = {k: v.detach() for k, v in losses.items()}
-        return ts.last_losses
+        bs.last_losses = train_step(labeled, unlabeled, it)
+        bs.iteration = it + 1
+        return bs.last_losses
 
-    ts.step = step
-    return ts
-
-
-class _WideConv(torch.autograd.Function):
-    """A 3x3 convolution (stride 1, groups 1; bf16 or fp32) whose weight gradient is one GEMM.
-
-    On this CPU oneDNN's bf16 weight-gradient kernel for the 2048-channel convolutions at 7x7..11x11
-    runs 5-6x slower than the same sum written as unfold + one matrix product (measured: 654 vs
-    113 ms at 2048 ch, 7x7, batch 4), while its input gradient and forward are fast, so only the
-    weight gradient is replaced (fp32 gains too: 1.0 s -> 0.3 s). ``wb`` is the weight in the
-    compute dtype: under bf16 autocast a cast made once per optimizer step and shared by the clean
-    and perturbed passes (as autocast's cast cache does), in fp32 the parameter itself.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, wb, bias, padding):
-        xb = x.to(wb.dtype)
-        ctx.save_for_backward(xb, wb)
-        ctx.padding, ctx.has_bias = padding, bias is not None
-        ctx.weight_meta = (weight.dtype, weight.shape)
-        with torch.autocast(x.device.type, enabled=False):
-            return torch.nn.functional.conv2d(xb, wb, None if bias is None else bias.to(wb.dtype),
-                                              padding=padding)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        xb, wb = ctx.saved_tensors
-        dtype, (co, ci, kh, kw) = ctx.weight_meta
-        go = grad_out.to(wb.dtype)
-        gi = None
-        if ctx.needs_input_grad[0]:
-            gi = torch.ops.aten.convolution_backward(
-                go, xb, wb, None, [1, 1], list(ctx.padding), [1, 1], False, [0, 0], 1,
-                [True, False, False])[0]
-        n = go.shape[0]
-        # columns ordered (kh, kw, ci) so the product comes out in channels_last weight order
-        cols = torch.nn.functional.unfold(xb, (kh, kw), padding=ctx.padding)  # n, ci*kh*kw, L
-        cols = cols.view(n, ci, kh * kw, -1).transpose(1, 2).reshape(n, kh * kw * ci, -1)
-        gw = torch.einsum("nol,nkl->ok", go.reshape(n, co, -1), cols)  # co, kh*kw*ci
-        gw = gw.view(co, kh, kw, ci).permute(0, 3, 1, 2).to(dtype)
-        gb = go.sum((0, 2, 3)).float() if ctx.has_bias else None
-        return gi, gw, None, gb, None
-
-
-def use_gemm_weight_grad(module: torch.nn.Module, min_channels: int = 1024) -> int:
-    """Route wide 3x3 convolutions through ``_WideConv`` in training (bf16 autocast or fp32).
-
-    Applies to Conv2d with kernel 3, stride 1, dilation 1, groups 1, in and out channels
-    >= ``min_channels``; without gradients or under other precisions they run unchanged.
-    Returns how many were patched.
-    """
-    count = 0
-    for m in module.modules():
-        if (isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) and m.stride == (1, 1)
-                and m.dilation == (1, 1) and m.groups == 1 and isinstance(m.padding, tuple)
-                and min(m.in_channels, m.out_channels) >= min_channels):
-            original, cache = m.forward, {}
-
-            def forward(x, m=m, original=original, cache=cache):
-                dev, w = x.device.type, m.weight
-                if not torch.is_grad_enabled():
-                    return original(x)
-                if torch.is_autocast_enabled(dev):
-                    if torch.get_autocast_dtype(dev) is not torch.bfloat16:
-                        return original(x)
-                    # one cast per optimizer step, shared by both passes; held weakly, so it
-                    # dies with the last backward that saved it, as autocast's cache does
-                    wb = cache["wb"]() if cache.get("version") == (w._version, w.data_ptr()) else None
-                    if wb is None:
-                        wb = w.detach().to(torch.bfloat16)
-                        cache["wb"], cache["version"] = weakref.ref(wb), (w._version, w.data_ptr())
-                    return _WideConv.apply(x, w, wb, m.bias, m.padding)
-                if x.dtype is torch.float32 and w.dtype is torch.float32:
-                    return _WideConv.apply(x, w, w, m.bias, m.padding)
-                return original(x)
-
-            m.forward = forward
-            count += 1
-    return count
+    bs.step = step
+    return bs
 
 
 class ConcatPasses(torch.nn.Module):
@@ -473,38 +376,6 @@ class ConcatPasses(torch.nn.Module):
         return tuple(None if o is None else o[:n] for o in out)
 
 
-class StepInBackward(torch.optim.Optimizer):
-    """Experimental lever: the SGD update of each parameter runs as soon as backward has
-    accumulated its gradient, and the gradient is freed at once, so the full set of gradients
-    (1.7 GB for the paper model) never exists at the same time.
-
-    The arithmetic per parameter is torch.optim.SGD's (momentum, weight decay; its fused kernel,
-    so equal up to rounding), because SGD updates each parameter independently. It cannot work with a
-    GradScaler (fp16), gradient clipping over all parameters, or DDP's bucketed all-reduce.
-    ``step()`` and ``zero_grad()`` are no-ops so the training loop stays unchanged.
-    """
-
-    def __init__(self, params, lr: float, momentum: float, weight_decay: float):
-        params = list(params)
-        super().__init__(params, {"lr": lr})
-        self.inner = {p: torch.optim.SGD([p], lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                         fused=True) for p in params}
-        for p in params:
-            p.register_post_accumulate_grad_hook(self._update)
-
-    def _update(self, p: torch.Tensor) -> None:
-        opt = self.inner[p]
-        opt.param_groups[0]["lr"] = self.param_groups[0]["lr"]
-        opt.step()
-        p.grad = None
-
-    def step(self, closure=None):  # updates already happened during backward
-        return None
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        pass
-
-
 def benchmark_train(cfg: Config, steps: int = 3, warmup: int = 1, device: torch.device | None = None,
                     seed: int = 0, levers: tuple[str, ...] | list[str] = ()) -> dict:
     """Median seconds per training step after warm-up, and peak memory (see module doc)."""
@@ -520,6 +391,7 @@ def benchmark_train(cfg: Config, steps: int = 3, warmup: int = 1, device: torch.
         "warmup": warmup,
         "loss": float(ts.last_losses["loss"]),
         **config_echo(cfg, device),
+        **ts.settings,
     }
 
 

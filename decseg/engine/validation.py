@@ -18,7 +18,8 @@ def has_val_split(layout) -> bool:
 
 @torch.no_grad()
 def validate(net: torch.nn.Module, layout, cfg: Config, device: torch.device,
-             amp_dtype: torch.dtype | None = None, batch_size: int | None = None) -> float:
+             amp_dtype: torch.dtype | None = None, batch_size: int | None = None,
+             memory_format: torch.memory_format = torch.contiguous_format) -> float:
     """Mean val Dice of ``net`` (put in eval mode by the caller)."""
     from decseg.data import EvalDataset, eval_batches
     from decseg.engine.predictor import maps_at_original_size
@@ -26,7 +27,6 @@ def validate(net: torch.nn.Module, layout, cfg: Config, device: torch.device,
 
     dataset = EvalDataset(layout, "val", cfg.data)
     scores = []
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     for batch in eval_batches(dataset, batch_size or cfg.predict.batch_size):
         x = batch["image"].to(device).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):

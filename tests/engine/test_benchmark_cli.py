@@ -42,7 +42,9 @@ def test_benchmark_train_json(tmp_path):
     assert r["peak_rss_gb"] > 0.1  # a python process with torch and a model is well above 100 MB
     assert r["peak_rss_sampled_gb"] <= r["peak_rss_gb"]
     assert (r["size"], r["half_size"], r["batch_labeled"], r["batch_unlabeled"], r["batch"]) == (64, 32, 2, 2, 4)
-    assert r["amp"] == "bf16" and r["channels_last"] is True  # project defaults
+    assert r["amp"] == "bf16" and r["channels_last"] == "auto"  # project defaults, resolved:
+    assert r["channels_last_resolved"] is True and r["optimizer_in_backward_resolved"] is True
+    assert r["gemm_weight_grad_convs"] == 0  # resnet18 has no convolution 1024 channels wide
     assert r["device"] == "cpu" and r["encoder"] == "resnet18"
     assert r["torch"] == torch.__version__ and r["cpu_name"]
     assert r["loss"] > 0 and r["kind"] == "train"

@@ -1,0 +1,153 @@
+"""One training iteration, set up and run the same way by ``decseg train`` and ``decseg benchmark``.
+
+``build_training`` turns a config into the trained objects (network, method, optimizer) with
+the run's execution settings resolved (precision, memory format, weight-gradient kernel,
+optimizer-in-backward); ``TrainStep`` runs an iteration's arithmetic on them. The trainer adds
+data, the non-finite check, logging and checkpoints around it; the benchmark times it on
+synthetic tensors. None of the execution settings changes the mathematics of the step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from decseg.config import Config
+from decseg.engine.methods import build_method
+from decseg.engine.optim import SGDInBackward, build_optimizer, resolve_in_backward
+from decseg.engine.schedule import poly_lr, set_lr
+from decseg.errors import ConfigError
+
+
+def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp`` on ``device`` (None = full fp32)."""
+    amp = cfg.train.amp
+    if amp == "off":
+        return None
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("train.amp=fp16 is unsupported on CPU (fp16 autocast and its GradScaler "
+                              "need CUDA); use train.amp=bf16 or train.amp=off")
+        return torch.float16
+    return torch.bfloat16
+
+
+def use_channels_last(setting: bool | str, device: torch.device, dtype: torch.dtype | None) -> bool:
+    """``train.channels_last``: auto = channels_last on CUDA and for bf16/fp16 on CPU.
+
+    On CPU in fp32, oneDNN's channels_last kernels made the paper model's step 1.29x slower than
+    NCHW (docs/PERFORMANCE.md), while under bf16 channels_last is its fast path.
+    """
+    if setting == "auto":
+        return device.type == "cuda" or dtype is not None
+    return bool(setting)
+
+
+def use_gemm_conv(cfg: Config, device: torch.device) -> bool:
+    """``train.conv_weight_grad``: auto = the GEMM weight gradient on CPU (not under compile)."""
+    choice = cfg.train.conv_weight_grad
+    if choice == "auto":
+        return device.type == "cpu" and not cfg.train.compile
+    return choice == "gemm"
+
+
+@dataclass
+class TrainingParts:
+    method: torch.nn.Module  # holds .net and the method's own modules (generators, teacher)
+    optimizer: torch.optim.SGD
+    device: torch.device
+    dtype: torch.dtype | None  # autocast dtype; None = fp32
+    memory_format: torch.memory_format
+    optimizer_in_backward: bool
+    gemm_convs: int  # convolutions switched to the GEMM weight gradient
+    notes: list[str] = field(default_factory=list)
+
+    def settings(self) -> dict:
+        """The resolved execution settings, for logs and benchmark JSON."""
+        return {
+            "amp_dtype": str(self.dtype).replace("torch.", "") if self.dtype else "fp32",
+            "channels_last_resolved": self.memory_format is torch.channels_last,
+            "optimizer_in_backward_resolved": self.optimizer_in_backward,
+            "gemm_weight_grad_convs": self.gemm_convs,
+        }
+
+
+def build_training(cfg: Config, device: torch.device, *, distributed: bool = False,
+                   load_pretrained: bool = True) -> TrainingParts:
+    """Network, method and optimizer on ``device`` with the run's execution settings.
+
+    Seed the RNGs before calling: the initial weights come from them.
+    """
+    from decseg.models import build_model
+    from decseg.models.gemm_conv import use_gemm_weight_grad
+
+    t = cfg.train
+    dtype = amp_dtype(cfg, device)
+    net = build_model(cfg, load_pretrained=load_pretrained)
+    net.checkpointing = t.checkpointing
+    gemm = use_gemm_weight_grad(net) if use_gemm_conv(cfg, device) else 0
+    method = build_method(cfg, net)
+    notes = []
+    if distributed and t.sync_bn:
+        if device.type == "cuda":
+            method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        else:
+            notes.append("note: train.sync_bn needs CUDA (PyTorch's SyncBatchNorm is GPU-only); "
+                         "each CPU process keeps its own BatchNorm statistics")
+    memory_format = (torch.channels_last if use_channels_last(t.channels_last, device, dtype)
+                     else torch.contiguous_format)
+    method.to(device, memory_format=memory_format)
+    method.on_device(device, memory_format)
+    params = [p for p in method.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    in_backward = resolve_in_backward(
+        str(t.optimizer_in_backward).lower(), distributed=distributed,
+        fp16=dtype is torch.float16, compile=t.compile)
+    return TrainingParts(method, optimizer, device, dtype, memory_format, in_backward, gemm, notes)
+
+
+class TrainStep:
+    """An iteration's arithmetic: poly lr, autocast forward, backward, SGD, free the gradients.
+
+    ``forward`` and ``update`` are separate so the trainer can check the loss (and agree across
+    DDP ranks) before anything is changed. ``model`` is the method or its DDP wrapper.
+    """
+
+    def __init__(self, cfg: Config, parts: TrainingParts, model: torch.nn.Module | None = None):
+        self.cfg = cfg
+        self.parts = parts
+        self.method = parts.method
+        self.model = model if model is not None else parts.method
+        self.optimizer = parts.optimizer
+        self.scaler = torch.amp.GradScaler("cuda", enabled=parts.dtype is torch.float16)
+        self.in_backward = SGDInBackward(parts.optimizer) if parts.optimizer_in_backward else None
+
+    def set_lr(self, iteration: int) -> float:
+        t = self.cfg.train
+        lr = poly_lr(t.lr, iteration, t.iterations, t.poly_power)
+        set_lr(self.optimizer, lr)
+        return lr
+
+    def forward(self, labeled: dict, unlabeled: dict | None, iteration: int) -> dict:
+        dtype, device = self.parts.dtype, self.parts.device
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return self.model(labeled, unlabeled, iteration)
+
+    def update(self, loss: torch.Tensor, iteration: int) -> None:
+        if self.in_backward is not None:
+            self.in_backward.backward_and_step(loss)  # no scaler: refused with fp16
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        # Gradients are dead once applied: freeing them now, not before the next backward,
+        # keeps them out of the next forward's peak (measured -0.64 GiB, paper model, 224/4).
+        self.optimizer.zero_grad(set_to_none=True)
+        self.method.after_step(iteration)
+
+    def __call__(self, labeled: dict, unlabeled: dict | None, iteration: int) -> dict:
+        """Set the lr, run forward and update; returns the detached losses."""
+        self.set_lr(iteration)
+        losses = self.forward(labeled, unlabeled, iteration)
+        self.update(losses["loss"], iteration)
+        return {k: v.detach() for k, v in losses.items()}

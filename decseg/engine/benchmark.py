@@ -244,6 +244,7 @@ def config_echo(cfg: Config, device: torch.device) -> dict:
         "compile": t.compile,
         "optimizer_in_backward": t.optimizer_in_backward,
         "conv_weight_grad": t.conv_weight_grad,
+        "return_freed_memory": t.return_freed_memory,
         "encoder": cfg.model.encoder,
         "cfa": cfg.model.cfa, "sc": cfg.model.sc, "dcf": cfg.model.dcf,
         "spc": t.spc, "cc": t.cc, "semi": t.semi,
@@ -271,10 +272,9 @@ class BenchStep:
 LEVERS = {
     # name: what it changes (none but the last changes the mathematics of the step); the levers
     # that paid off are now config keys: train.conv_weight_grad, train.optimizer_in_backward,
-    # train.channels_last (see docs/PERFORMANCE.md)
+    # train.channels_last, train.return_freed_memory (see docs/PERFORMANCE.md)
     "sgd_foreach": "torch.optim.SGD(foreach=True): one multi-tensor kernel per op over all params",
     "sgd_fused": "torch.optim.SGD(fused=True): one fused kernel per parameter",
-    "malloc_tuned": "glibc mallopt: fixed 128 KiB mmap/trim thresholds, freed memory goes back to the OS",
     # this one CHANGES the mathematics: BatchNorm sees 1.5x the batch in one pass
     "concat_passes": "clean and perturbed passes as one forward of cat[x, x_p(u)] (changes BN stats)",
 }
@@ -294,7 +294,6 @@ def build_train_step(cfg: Config, device: torch.device | None = None, seed: int 
     """
     from decseg.engine.methods import method_class
     from decseg.engine.step import TrainStep, build_training
-    from decseg.utils.memory import tune_malloc
     from decseg.utils.seed import seed_everything
 
     levers = tuple(levers)
@@ -307,8 +306,6 @@ def build_train_step(cfg: Config, device: torch.device | None = None, seed: int 
     t = cfg.train
     device = device or resolve_device(t.device)
     method_class(cfg).check_config(cfg)
-    if "malloc_tuned" in levers:
-        tune_malloc()  # before the model exists, so its buffers are allocated under the new rule
     seed_everything(seed)
     parts = build_training(cfg, device)
     if sgd:

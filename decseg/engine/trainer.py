@@ -95,6 +95,11 @@ class Trainer:
         parts = build_training(cfg, self.device, distributed=self.info.enabled)
         for note in parts.notes:
             self._say(note)
+        st = parts.settings()
+        self._say(f"execution: {self.device}, {st['amp_dtype']}, "
+                  f"{'channels_last' if st['channels_last_resolved'] else 'NCHW'}, optimizer in backward "
+                  f"{'on' if st['optimizer_in_backward_resolved'] else 'off'}, "
+                  f"{st['gemm_weight_grad_convs']} GEMM weight-gradient convs")
         self.parts = parts
         self.method, self.optimizer = parts.method, parts.optimizer
         self.memory_format = parts.memory_format

@@ -15,8 +15,6 @@ state-dict keys and outputs are those of ``nn.Conv2d``. ``train.conv_weight_grad
 """
 from __future__ import annotations
 
-import weakref
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,21 +51,35 @@ def weight_grad_gemm(x: torch.Tensor, grad_out: torch.Tensor, kernel: tuple[int,
 
 
 class _GemmWeightGradConv(torch.autograd.Function):
-    """conv2d(x, w) with the library's forward and input gradient and a GEMM weight gradient."""
+    """conv2d(x, w_compute) with the library's forward and input gradient and a GEMM weight
+    gradient. ``weight`` is the parameter ``w_compute`` was cast from (or ``w_compute`` itself)."""
 
     @staticmethod
-    def forward(ctx, x, weight, w_compute, bias, padding, use_gemm):
+    def forward(ctx, x, w_compute, bias, padding, use_gemm, weight):
         xc = x.to(w_compute.dtype)
-        ctx.save_for_backward(xc, w_compute)
+        if w_compute is weight:
+            ctx.save_for_backward(xc, w_compute)
+            ctx.weight = None
+        else:
+            # Keep the parameter, not its low-precision cast: the cast is made again in
+            # backward, so the wide layers' copies (0.6 GB for the paper model) are not held
+            # from forward to backward. The parameter cannot change in between: its update
+            # comes after its gradient is complete, that is after this backward.
+            ctx.save_for_backward(xc)
+            ctx.weight = weight
         ctx.padding, ctx.use_gemm, ctx.has_bias = padding, use_gemm, bias is not None
-        ctx.x_dtype, ctx.w_dtype = x.dtype, weight.dtype
+        ctx.x_dtype, ctx.w_dtype = x.dtype, w_compute.dtype
         with torch.autocast(x.device.type, enabled=False):
             b = None if bias is None else bias.to(w_compute.dtype)
             return F.conv2d(xc, w_compute, b, padding=padding)
 
     @staticmethod
     def backward(ctx, grad_out):
-        xc, wc = ctx.saved_tensors
+        if ctx.weight is None:
+            xc, wc = ctx.saved_tensors
+        else:
+            (xc,) = ctx.saved_tensors
+            wc = ctx.weight.detach().to(ctx.w_dtype)
         go = grad_out.to(wc.dtype)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n_positions = go.shape[2] * go.shape[3]
@@ -80,9 +92,11 @@ class _GemmWeightGradConv(torch.autograd.Function):
         if need_w and gemm:
             gw = weight_grad_gemm(xc, go, tuple(wc.shape[2:]), ctx.padding)
         gi = None if gi is None else gi.to(ctx.x_dtype)
-        gw = None if gw is None else gw.to(ctx.w_dtype)
-        gb = go.sum((0, 2, 3)).to(ctx.w_dtype) if ctx.has_bias and ctx.needs_input_grad[3] else None
-        return gi, gw, None, gb, None, None
+        # the weight gradient stays in the compute dtype, as the library kernel's does: under
+        # autocast the contributions of the step's calls are summed at the shared cast (in
+        # bf16, 0.6 GB less held than fp32), which then converts the sum to fp32
+        gb = go.sum((0, 2, 3)).to(ctx.w_dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gi, gw, gb, None, None, None
 
 
 class GemmWeightGradConv2d(nn.Conv2d):
@@ -90,8 +104,11 @@ class GemmWeightGradConv2d(nn.Conv2d):
     the weight gradient as one GEMM where that is faster (``_gemm_pays``).
 
     Without gradients (evaluation, export) it is exactly ``nn.Conv2d.forward``. Under autocast
-    the weight is cast once per optimizer step and the cast is shared by every call of the step
-    (both scales, clean and perturbed passes), as autocast's own cast cache does.
+    the weight is cast once per optimizer step, with gradient tracking, and every call of the
+    step (both scales, clean and perturbed passes) uses that one cast, as autocast's own cast
+    cache does: their weight-gradient contributions meet there. The cast is held until
+    ``release_weight_casts`` (the trainer calls it after each forward) or until the weight
+    changes; backward casts again instead of keeping it.
     """
 
     #: per-call choice of the weight-gradient algorithm; swap for measurements
@@ -105,22 +122,32 @@ class GemmWeightGradConv2d(nn.Conv2d):
         if torch.is_autocast_enabled(dev):
             wc = self._cast_weight(torch.get_autocast_dtype(dev))
         elif x.dtype == w.dtype:
-            wc = w.detach()
+            wc = w
         else:
             return super().forward(x)
-        return _GemmWeightGradConv.apply(x, w, wc, self.bias, self.padding, self.use_gemm)
+        return _GemmWeightGradConv.apply(x, wc, self.bias, self.padding, self.use_gemm, w)
 
     def _cast_weight(self, dtype: torch.dtype) -> torch.Tensor:
-        # Keyed on the weight's version, so an optimizer update invalidates it; held weakly, so
-        # it dies with the last backward that saved it.
+        # keyed on the weight's version, so an optimizer update or load_state_dict invalidates
+        # it (writes through ``.data`` do not count versions: release the casts after them)
         w = self.weight
         key = (dtype, w._version, w.data_ptr())
-        cache = self.__dict__.setdefault("_weight_cast", {})
-        wc = cache["ref"]() if cache.get("key") == key else None
-        if wc is None:
-            wc = w.detach().to(dtype)
-            cache["ref"], cache["key"] = weakref.ref(wc), key
+        cached = self.__dict__.get("_weight_cast")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        wc = w.to(dtype)  # differentiable: gradients flow back through the cast to the fp32 weight
+        self.__dict__["_weight_cast"] = (key, wc)
         return wc
+
+    def release_weight_cast(self) -> None:
+        self.__dict__.pop("_weight_cast", None)
+
+
+def release_weight_casts(module: nn.Module) -> None:
+    """Drop the per-step weight casts of ``module``'s GEMM convolutions (after a forward)."""
+    for m in module.modules():
+        if isinstance(m, GemmWeightGradConv2d):
+            m.release_weight_cast()
 
 
 def eligible(m: nn.Module, min_channels: int) -> bool:

@@ -87,19 +87,30 @@ def test_only_wide_stride1_convs_switch():
 
 
 def test_weight_cast_is_shared_within_a_step_and_renewed_after_update():
-    """Under autocast the bf16 weight is cast once per optimizer step (both passes share it) and
-    cast again after the weight changes, so the second step never uses stale weights."""
+    """Under autocast the bf16 weight is cast once per optimizer step (both passes share it, so
+    their gradients meet at one cast), released after the forward, and cast again after the
+    weight changes, so the next step never uses stale weights."""
+    from decseg.models.gemm_conv import release_weight_casts
+
     _, new, _ = _pair(False)
     conv = new[0]
     x = torch.randn(2, 32, 6, 6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
+        y1, y2 = new(x), new(x.flip(-1))
         a = conv._cast_weight(torch.bfloat16)
-        y1 = new(x)
-        b = conv._cast_weight(torch.bfloat16)
-        assert a is b
-        y1.float().sum().backward()
-        with torch.no_grad():
-            conv.weight.add_(1.0)
+        assert conv._cast_weight(torch.bfloat16) is a
+    release_weight_casts(new)
+    assert "_weight_cast" not in conv.__dict__
+    (y1.float().sum() + y2.float().sum()).backward()
+    assert conv.weight.grad is not None and conv.weight.grad.dtype == torch.float32
+    with torch.no_grad():
+        conv.weight.add_(1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        new(x)
         c = conv._cast_weight(torch.bfloat16)
-    assert c is not a
-    torch.testing.assert_close(c.float(), conv.weight.detach(), rtol=1e-2, atol=1e-2)
+        new(x)
+        assert conv._cast_weight(torch.bfloat16) is c
+    torch.testing.assert_close(c.detach().float(), conv.weight.detach(), rtol=1e-2, atol=1e-2)
+    conv.load_state_dict({"weight": conv.weight.detach() * 2, "bias": conv.bias.detach()})
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # loading weights invalidates it too
+        assert conv._cast_weight(torch.bfloat16) is not c

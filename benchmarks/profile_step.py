@@ -1,7 +1,7 @@
 """Where the time of one training step goes: torch.profiler's operator table for the project step.
 
     python benchmarks/profile_step.py --set model.pretrained=false --size 224 \
-        --batch-labeled 2 --batch-unlabeled 2 [--set train.amp=off] [--lever gemm_conv_grad] [--rows 30]
+        --batch-labeled 2 --batch-unlabeled 2 [--set train.amp=off] [--shapes] [--rows 30]
 
 Runs one warm-up step, then profiles one step and prints the operators sorted by their own
 CPU time (or CUDA time on a GPU), with input shapes grouped, so single heavy convolutions show.

@@ -102,8 +102,8 @@ class TrainConfig:
     # CPUs in bf16), native (the library kernel), auto (gemm on CPU, native on CUDA)
     conv_weight_grad: str = "auto"
     # CPU: glibc returns freed blocks >= 1 MiB to the OS at once, so peak RSS follows the memory
-    # in use. auto: on for models above 100 M parameters (paper model: -0.66 GiB peak, +3% time;
-    # resnet18: +36% time in page faults, so off)
+    # in use. auto: on under bf16 for models above 100 M parameters (paper model: -0.66 GiB
+    # peak, +3-10% time; off in fp32 (+26%) and for small models (resnet18: +36%))
     return_freed_memory: Union[bool, str] = "auto"
     compile: bool = False
     checkpointing: bool = False  # activation checkpointing of the 2048-channel fusion levels

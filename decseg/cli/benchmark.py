@@ -27,7 +27,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="unlabeled samples per step (same as --set train.batch_unlabeled=N)")
     t.add_argument("--lever", dest="levers", action="append", default=[], metavar="NAME",
                    help="experimental speed/memory lever to measure on top of the trainer's step "
-                        "(repeatable): sgd_foreach, sgd_fused, concat_passes (changes BN "
+                        "(repeatable): sgd_foreach, sgd_loop, concat_passes (changes BN "
                         "statistics). The levers that paid off are config keys: "
                         "train.conv_weight_grad, train.optimizer_in_backward, train.channels_last, "
                         "train.return_freed_memory; "

@@ -62,6 +62,7 @@ def environment(device: torch.device) -> dict:
         "torch": torch.__version__,
         "cpu_name": cpu_name(),
         "cpu_threads": torch.get_num_threads(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # e.g. glibc.malloc.hugetlb=1 (see PERFORMANCE.md)
         "python": platform.python_version(),
     }
     if device.type == "cuda":
@@ -274,11 +275,11 @@ LEVERS = {
     # that paid off are now config keys: train.conv_weight_grad, train.optimizer_in_backward,
     # train.channels_last, train.return_freed_memory (see docs/PERFORMANCE.md)
     "sgd_foreach": "torch.optim.SGD(foreach=True): one multi-tensor kernel per op over all params",
-    "sgd_fused": "torch.optim.SGD(fused=True): one fused kernel per parameter",
+    "sgd_loop": "torch.optim.SGD(foreach=False, fused=False): the per-parameter loop (the released way)",
     # this one CHANGES the mathematics: BatchNorm sees 1.5x the batch in one pass
     "concat_passes": "clean and perturbed passes as one forward of cat[x, x_p(u)] (changes BN stats)",
 }
-_SGD_LEVERS = {"sgd_foreach": {"foreach": True}, "sgd_fused": {"fused": True}}
+_SGD_LEVERS = {"sgd_foreach": {"foreach": True}, "sgd_loop": {"foreach": False, "fused": False}}
 
 
 def build_train_step(cfg: Config, device: torch.device | None = None, seed: int = 0,

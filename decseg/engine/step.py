@@ -57,16 +57,19 @@ def use_gemm_conv(cfg: Config, device: torch.device) -> bool:
 BIG_MODEL_PARAMS = 100_000_000
 
 
-def use_returned_memory(setting: bool | str, device: torch.device, n_params: int) -> bool:
-    """``train.return_freed_memory``: auto = on CPU for models above ``BIG_MODEL_PARAMS``.
+def use_returned_memory(setting: bool | str, device: torch.device, n_params: int,
+                        dtype: torch.dtype | None = torch.bfloat16) -> bool:
+    """``train.return_freed_memory``: auto = on CPU under bf16 for models above ``BIG_MODEL_PARAMS``.
 
-    Measured (docs/PERFORMANCE.md): the paper model's peak RSS drops 0.66 GiB for +3% step time,
-    while a resnet18 model's many mid-sized tensors make its steps 36% slower in page faults.
+    Measured (docs/PERFORMANCE.md), paper model at 224, batch 4: bf16 peak RSS 7.10 -> 6.44 GiB
+    for about +3-10% step time; in fp32, whose activations are twice the bytes, the page faults
+    cost 26% (18.9 -> 23.8 s), and a resnet18 model's many mid-sized tensors made its bf16 steps
+    36% slower. Hence auto only for big models under autocast.
     """
     if device.type != "cpu":
         return False  # the CUDA caching allocator manages GPU memory
     if setting == "auto":
-        return n_params > BIG_MODEL_PARAMS
+        return n_params > BIG_MODEL_PARAMS and dtype is not None
     return bool(setting)
 
 
@@ -125,7 +128,7 @@ def build_training(cfg: Config, device: torch.device, *, distributed: bool = Fal
         str(t.optimizer_in_backward).lower(), distributed=distributed,
         fp16=dtype is torch.float16, compile=t.compile)
     n_params = sum(p.numel() for p in params)
-    returned = use_returned_memory(t.return_freed_memory, device, n_params) and tune_malloc()
+    returned = use_returned_memory(t.return_freed_memory, device, n_params, dtype) and tune_malloc()
     return TrainingParts(method, optimizer, device, dtype, memory_format, in_backward, gemm,
                          freed_memory_returned=returned, notes=notes)
 

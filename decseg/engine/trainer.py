@@ -28,7 +28,7 @@ from decseg.engine.checkpoint import (
     check_compatible, from_safe, load_checkpoint, load_model_state, save_checkpoint,
 )
 from decseg.engine.methods import method_class
-from decseg.engine.step import TrainStep, amp_dtype, build_training  # noqa: F401 (amp_dtype re-exported)
+from decseg.engine.step import TrainStep, amp_dtype, build_training
 from decseg.engine.validation import has_val_split, validate
 from decseg.errors import CheckpointError, ConfigError, DecsegError
 from decseg.utils.io import atomic_write_text
@@ -80,7 +80,6 @@ class Trainer:
         self.main = self.info.is_main
 
         from decseg.data import DatasetLayout, TwoStreamLoader
-        from decseg.models import build_model
 
         self.layout = DatasetLayout(self.data_root)
         if self.layout.classes != cfg.data.classes:
@@ -99,8 +98,8 @@ class Trainer:
         self._say(f"execution: {self.device}, {st['amp_dtype']}, "
                   f"{'channels_last' if st['channels_last_resolved'] else 'NCHW'}, optimizer in backward "
                   f"{'on' if st['optimizer_in_backward_resolved'] else 'off'}, "
-                  f"{st['gemm_weight_grad_convs']} GEMM weight-gradient convs")
-        self.parts = parts
+                  f"{st['gemm_weight_grad_convs']} GEMM weight-gradient convs, freed memory returned "
+                  f"{'on' if st['return_freed_memory_resolved'] else 'off'}")
         self.method, self.optimizer = parts.method, parts.optimizer
         self.memory_format = parts.memory_format
         self.loader = TwoStreamLoader(

@@ -39,11 +39,11 @@ def build_optimizer(params, lr: float, momentum: float, weight_decay: float) -> 
                            fused=fused or None)
 
 
-def resolve_in_backward(setting: str, *, distributed: bool, fp16: bool, compile: bool) -> bool:
+def resolve_in_backward(setting: bool | str, *, distributed: bool, fp16: bool, compile: bool) -> bool:
     """``train.optimizer_in_backward`` (auto | true | false) for this run."""
     if setting == "auto":
         return not (distributed or fp16 or compile)
-    if setting == "true":
+    if setting is True:
         blockers = [name for name, on in (("DDP (torchrun)", distributed), ("train.amp=fp16", fp16))
                     if on]
         if blockers:
@@ -68,11 +68,10 @@ class SGDInBackward:
         self.armed = False
         # group index, not the dict: load_state_dict replaces the group dicts
         self._group_index = {}
-        self._handles = []
         for i, group in enumerate(optimizer.param_groups):
             for p in group["params"]:
                 self._group_index[p] = i
-                self._handles.append(p.register_post_accumulate_grad_hook(self._update))
+                p.register_post_accumulate_grad_hook(self._update)
 
     @torch.no_grad()
     def _update(self, p: torch.Tensor) -> None:
@@ -94,8 +93,3 @@ class SGDInBackward:
             loss.backward()
         finally:
             self.armed = False
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()

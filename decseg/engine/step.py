@@ -58,7 +58,7 @@ BIG_MODEL_PARAMS = 100_000_000
 
 
 def use_returned_memory(setting: bool | str, device: torch.device, n_params: int,
-                        dtype: torch.dtype | None = torch.bfloat16) -> bool:
+                        dtype: torch.dtype | None) -> bool:
     """``train.return_freed_memory``: auto = on CPU under bf16 for models above ``BIG_MODEL_PARAMS``.
 
     Measured (docs/PERFORMANCE.md), paper model at 224, batch 4: bf16 peak RSS 7.10 -> 6.44 GiB
@@ -125,7 +125,7 @@ def build_training(cfg: Config, device: torch.device, *, distributed: bool = Fal
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     in_backward = resolve_in_backward(
-        str(t.optimizer_in_backward).lower(), distributed=distributed,
+        t.optimizer_in_backward, distributed=distributed,
         fp16=dtype is torch.float16, compile=t.compile)
     n_params = sum(p.numel() for p in params)
     returned = use_returned_memory(t.return_freed_memory, device, n_params, dtype) and tune_malloc()

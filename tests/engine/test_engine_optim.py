@@ -115,8 +115,8 @@ def test_resolve_in_backward():
     for kw in ({"distributed": True}, {"fp16": True}, {"compile": True}):
         args = {"distributed": False, "fp16": False, "compile": False, **kw}
         assert resolve_in_backward("auto", **args) is False
-        assert resolve_in_backward("false", **args) is False
+        assert resolve_in_backward(False, **args) is False
     with pytest.raises(ConfigError, match="DDP"):
-        resolve_in_backward("true", distributed=True, fp16=False, compile=False)
+        resolve_in_backward(True, distributed=True, fp16=False, compile=False)
     with pytest.raises(ConfigError, match="fp16"):
-        resolve_in_backward("true", distributed=False, fp16=True, compile=False)
+        resolve_in_backward(True, distributed=False, fp16=True, compile=False)

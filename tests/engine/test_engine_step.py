@@ -29,11 +29,12 @@ def test_gemm_conv_auto():
 
 
 def test_returned_memory_auto():
-    assert use_returned_memory("auto", CPU, BIG_MODEL_PARAMS + 1) is True
-    assert use_returned_memory("auto", CPU, 12_000_000) is False
+    bf16 = torch.bfloat16
+    assert use_returned_memory("auto", CPU, BIG_MODEL_PARAMS + 1, bf16) is True
+    assert use_returned_memory("auto", CPU, 12_000_000, bf16) is False
     assert use_returned_memory("auto", CPU, BIG_MODEL_PARAMS + 1, None) is False  # fp32: page faults cost 26%
-    assert use_returned_memory(True, CUDA, BIG_MODEL_PARAMS + 1) is False  # the CUDA allocator's job
-    assert use_returned_memory(True, CPU, 10) is True
+    assert use_returned_memory(True, CUDA, BIG_MODEL_PARAMS + 1, bf16) is False  # the CUDA allocator's job
+    assert use_returned_memory(True, CPU, 10, None) is True
 
 
 @pytest.mark.parametrize("key", ["channels_last", "optimizer_in_backward", "return_freed_memory"])

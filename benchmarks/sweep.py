@@ -29,7 +29,7 @@ PROFILES = {
     "project_fp32": (["-m", "decseg", "benchmark", "train"], ["train.amp=off"], []),
     # the defaults minus the memory settings, to show what they bring
     "project_plain": (["-m", "decseg", "benchmark", "train"],
-                      ["train.optimizer_in_backward=false", "train.return_freed_memory=false"], []),
+                      ["train.optimizer_in_backward=false", "train.cpu_memory=system"], []),
     "released": ([str(HERE / "released_style.py"), "train"], [], []),
 }
 

@@ -101,10 +101,12 @@ class TrainConfig:
     # weight gradient of the >=1024-channel 3x3 convs: gemm (one matrix product, 5-9x faster on
     # CPUs in bf16), native (the library kernel), auto (gemm on CPU, native on CUDA)
     conv_weight_grad: str = "auto"
-    # CPU: glibc returns freed blocks >= 1 MiB to the OS at once, so peak RSS follows the memory
-    # in use. auto: on under bf16 for models above 100 M parameters (paper model: -0.66 GiB
-    # peak, +3-10% time; off in fp32 (+26%) and for small models (resnet18: +36%))
-    return_freed_memory: Union[bool, str] = "auto"
+    # CPU: what malloc does with the blocks a step frees (decseg/utils/memory.py). return: give
+    # them back at once (peak RSS follows the memory in use, page faults on re-allocation);
+    # reuse: keep and reuse them (no faults, RSS = high-water mark); system: glibc's defaults.
+    # auto: return under bf16 for models above 100 M parameters (paper model: 6.4 vs 7.1+ GiB),
+    # reuse otherwise (fp32 paper model and small models: 15-30% faster steps)
+    cpu_memory: str = "auto"
     compile: bool = False
     checkpointing: bool = False  # activation checkpointing of the 2048-channel fusion levels
     sync_bn: bool = False  # SyncBatchNorm under DDP
@@ -148,7 +150,8 @@ class Config:
         _choice("train.amp", t.amp, ("off", "bf16", "fp16"))
         _choice("predict.amp", self.predict.amp, ("off", "bf16"))
         _choice("train.conv_weight_grad", t.conv_weight_grad, ("auto", "gemm", "native"))
-        for key in ("channels_last", "optimizer_in_backward", "return_freed_memory"):
+        _choice("train.cpu_memory", t.cpu_memory, ("auto", "return", "reuse", "system"))
+        for key in ("channels_last", "optimizer_in_backward"):
             value = getattr(t, key)
             if isinstance(value, str) and value != "auto":
                 raise ConfigError(f"train.{key}={value!r} must be true, false or auto")
@@ -212,6 +215,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
+#: keys of earlier versions, with what to write instead
+_RENAMED = {
+    "train.return_freed_memory": "use train.cpu_memory=return (true), train.cpu_memory=system "
+                                 "(false) or train.cpu_memory=auto",
+}
+
+
 def _apply(cfg: Config, key: str, value: Any) -> None:
     parts = key.split(".")
     if len(parts) != 2:
@@ -224,6 +234,8 @@ def _apply(cfg: Config, key: str, value: Any) -> None:
     obj = getattr(cfg, section)
     hints = typing.get_type_hints(type(obj))
     if name not in hints:
+        if key in _RENAMED:
+            raise ConfigError(f"config key {key!r} was replaced: {_RENAMED[key]}")
         raise ConfigError(
             f"unknown config key {key!r}; known keys in {section}: {', '.join(sorted(hints))}"
         )

@@ -30,7 +30,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         "(repeatable): sgd_foreach, sgd_loop, concat_passes (changes BN "
                         "statistics). The levers that paid off are config keys: "
                         "train.conv_weight_grad, train.optimizer_in_backward, train.channels_last, "
-                        "train.return_freed_memory; "
+                        "train.cpu_memory; "
                         "see docs/PERFORMANCE.md")
 
     q = sub.add_parser("predict", help="inference images per second",

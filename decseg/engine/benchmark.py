@@ -245,7 +245,7 @@ def config_echo(cfg: Config, device: torch.device) -> dict:
         "compile": t.compile,
         "optimizer_in_backward": t.optimizer_in_backward,
         "conv_weight_grad": t.conv_weight_grad,
-        "return_freed_memory": t.return_freed_memory,
+        "cpu_memory": t.cpu_memory,
         "encoder": cfg.model.encoder,
         "cfa": cfg.model.cfa, "sc": cfg.model.sc, "dcf": cfg.model.dcf,
         "spc": t.spc, "cc": t.cc, "semi": t.semi,
@@ -273,7 +273,7 @@ class BenchStep:
 LEVERS = {
     # name: what it changes (none but the last changes the mathematics of the step); the levers
     # that paid off are now config keys: train.conv_weight_grad, train.optimizer_in_backward,
-    # train.channels_last, train.return_freed_memory (see docs/PERFORMANCE.md)
+    # train.channels_last, train.cpu_memory (see docs/PERFORMANCE.md)
     "sgd_foreach": "torch.optim.SGD(foreach=True): one multi-tensor kernel per op over all params",
     "sgd_loop": "torch.optim.SGD(foreach=False, fused=False): the per-parameter loop (the released way)",
     # this one CHANGES the mathematics: BatchNorm sees 1.5x the batch in one pass

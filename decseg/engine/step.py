@@ -18,7 +18,7 @@ from decseg.engine.optim import SGDInBackward, build_optimizer, resolve_in_backw
 from decseg.engine.schedule import poly_lr, set_lr
 from decseg.errors import ConfigError
 from decseg.models.gemm_conv import release_weight_casts
-from decseg.utils.memory import tune_malloc
+from decseg.utils.memory import configure_malloc
 
 
 def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -53,24 +53,27 @@ def use_gemm_conv(cfg: Config, device: torch.device) -> bool:
     return choice == "gemm"
 
 
-#: ``train.return_freed_memory=auto`` tunes malloc from this many trained parameters
+#: ``train.cpu_memory=auto`` returns freed memory under autocast from this many trained parameters
 BIG_MODEL_PARAMS = 100_000_000
 
 
-def use_returned_memory(setting: bool | str, device: torch.device, n_params: int,
-                        dtype: torch.dtype | None) -> bool:
-    """``train.return_freed_memory``: auto = on CPU under bf16 for models above ``BIG_MODEL_PARAMS``.
+def resolve_cpu_memory(setting: str, device: torch.device, n_params: int,
+                       dtype: torch.dtype | None) -> str:
+    """``train.cpu_memory`` for this run: ``return``, ``reuse`` or ``system`` (malloc untouched).
 
-    Measured (docs/PERFORMANCE.md), paper model at 224, batch 4: bf16 peak RSS 7.10 -> 6.44 GiB
-    for about +3-10% step time; in fp32, whose activations are twice the bytes, the page faults
-    cost 26% (18.9 -> 23.8 s), and a resnet18 model's many mid-sized tensors made its bf16 steps
-    36% slower. Hence auto only for big models under autocast.
+    auto = ``return`` under autocast for models above ``BIG_MODEL_PARAMS``, ``reuse`` otherwise.
+    Measured (docs/PERFORMANCE.md, 2 threads): the paper model in bf16 at 224, batch 4, peaks at
+    6.44 GiB returning freed blocks and at 7.1-8.1 GiB keeping them, which the memory target
+    cannot afford. In fp32 keeping them removes ~2.5 M page faults per step (paper model
+    25.0 -> 21.1 s and 28.4 -> 21.0 s in back-to-back pairs, peak 9.1-9.2 GiB either way), and
+    small models gain as much (resnet18 at 96 px, batch 4+4: fp32 2.25 -> 1.85 s, bf16 1.35 ->
+    0.95 s) at the same peak.
     """
     if device.type != "cpu":
-        return False  # the CUDA caching allocator manages GPU memory
+        return "system"  # the CUDA caching allocator manages GPU memory
     if setting == "auto":
-        return n_params > BIG_MODEL_PARAMS and dtype is not None
-    return bool(setting)
+        return "return" if (n_params > BIG_MODEL_PARAMS and dtype is not None) else "reuse"
+    return setting
 
 
 @dataclass
@@ -82,7 +85,7 @@ class TrainingParts:
     memory_format: torch.memory_format
     optimizer_in_backward: bool
     gemm_convs: int  # convolutions switched to the GEMM weight gradient
-    freed_memory_returned: bool = False  # glibc malloc tuned (CPU)
+    cpu_memory: str = "system"  # malloc mode applied (return, reuse; system = untouched)
     notes: list[str] = field(default_factory=list)
 
     def settings(self) -> dict:
@@ -92,7 +95,7 @@ class TrainingParts:
             "channels_last_resolved": self.memory_format is torch.channels_last,
             "optimizer_in_backward_resolved": self.optimizer_in_backward,
             "gemm_weight_grad_convs": self.gemm_convs,
-            "return_freed_memory_resolved": self.freed_memory_returned,
+            "cpu_memory_resolved": self.cpu_memory,
         }
 
 
@@ -128,9 +131,12 @@ def build_training(cfg: Config, device: torch.device, *, distributed: bool = Fal
         t.optimizer_in_backward, distributed=distributed,
         fp16=dtype is torch.float16, compile=t.compile)
     n_params = sum(p.numel() for p in params)
-    returned = use_returned_memory(t.return_freed_memory, device, n_params, dtype) and tune_malloc()
+    cpu_memory = resolve_cpu_memory(t.cpu_memory, device, n_params, dtype)
+    if cpu_memory != "system" and not configure_malloc(cpu_memory):
+        notes.append(f"note: train.cpu_memory={cpu_memory} needs glibc's malloc; left as it is")
+        cpu_memory = "system"
     return TrainingParts(method, optimizer, device, dtype, memory_format, in_backward, gemm,
-                         freed_memory_returned=returned, notes=notes)
+                         cpu_memory=cpu_memory, notes=notes)
 
 
 class TrainStep:

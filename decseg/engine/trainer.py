@@ -32,6 +32,7 @@ from decseg.engine.step import TrainStep, amp_dtype, build_training
 from decseg.engine.validation import has_val_split, validate
 from decseg.errors import CheckpointError, ConfigError, DecsegError
 from decseg.utils.io import atomic_write_text
+from decseg.utils.memory import release_free_memory
 from decseg.utils.seed import seed_everything
 
 LossHook = Callable[[int, torch.Tensor], torch.Tensor]
@@ -98,10 +99,11 @@ class Trainer:
         self._say(f"execution: {self.device}, {st['amp_dtype']}, "
                   f"{'channels_last' if st['channels_last_resolved'] else 'NCHW'}, optimizer in backward "
                   f"{'on' if st['optimizer_in_backward_resolved'] else 'off'}, "
-                  f"{st['gemm_weight_grad_convs']} GEMM weight-gradient convs, freed memory returned "
-                  f"{'on' if st['return_freed_memory_resolved'] else 'off'}")
+                  f"{st['gemm_weight_grad_convs']} GEMM weight-gradient convs, cpu memory "
+                  f"{st['cpu_memory_resolved']}")
         self.method, self.optimizer = parts.method, parts.optimizer
         self.memory_format = parts.memory_format
+        self.cpu_memory = parts.cpu_memory
         self.loader = TwoStreamLoader(
             self.layout, cfg.data, batch_labeled=cfg.train.batch_labeled,
             batch_unlabeled=cfg.train.batch_unlabeled, seed=cfg.train.seed, rank=self.info.rank,
@@ -282,6 +284,10 @@ class Trainer:
                                     memory_format=self.memory_format)
                 finally:
                     self.method.net.train()
+                    if self.cpu_memory == "reuse":
+                        # validation's tensors have other sizes than a step's: hand its
+                        # leftovers back rather than let them fragment the kept heap
+                        release_free_memory()
                 log.write({"iter": it, "val_dice": dice})
                 tb.add_scalar("val/dice", dice, it)
                 if self.best is None or dice > self.best:

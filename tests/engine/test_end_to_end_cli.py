@@ -13,7 +13,7 @@ TOOLBOX_KEYS = ("meanDic", "meanIoU", "wFm", "Sm", "meanEm", "MAE", "maxEm", "ma
                 "meanSen", "maxSen", "meanSpe", "maxSpe")
 
 
-def test_synth_train_predict_evaluate(tmp_path):
+def test_synth_train_predict_evaluate(tmp_path, capsys):
     data, run, pred, metrics = tmp_path / "data", tmp_path / "run", tmp_path / "pred", tmp_path / "m.json"
     assert main(["synth", str(data), "--n", "8", "--size", "64", "--seed", "5", "--labeled", "0.5"]) == 0
     assert main(["train", "--data", str(data), "--out", str(run),
@@ -21,6 +21,8 @@ def test_synth_train_predict_evaluate(tmp_path):
                  "--set", "data.size=64", "--set", "data.num_workers=0", "--set", "train.iterations=2",
                  "--set", "train.batch_labeled=2", "--set", "train.batch_unlabeled=2",
                  "--set", "train.val_every=2", "--set", "train.log_every=1"]) == 0
+    # the resolved execution settings are announced (a small bf16 model keeps freed memory)
+    assert "cpu memory reuse" in capsys.readouterr().err
     best = run / "checkpoints" / "best.pt"
     assert best.is_file()
     assert main(["predict", "--checkpoint", str(best), "--data", str(data), "--out", str(pred),

@@ -6,7 +6,7 @@ import torch
 
 from decseg import load_config
 from decseg.engine.step import (
-    BIG_MODEL_PARAMS, build_training, use_channels_last, use_gemm_conv, use_returned_memory,
+    BIG_MODEL_PARAMS, build_training, resolve_cpu_memory, use_channels_last, use_gemm_conv,
 )
 from decseg.errors import ConfigError
 
@@ -28,16 +28,24 @@ def test_gemm_conv_auto():
     assert not use_gemm_conv(load_config(None, ["train.conv_weight_grad=native"]), CPU)
 
 
-def test_returned_memory_auto():
+def test_cpu_memory_auto():
     bf16 = torch.bfloat16
-    assert use_returned_memory("auto", CPU, BIG_MODEL_PARAMS + 1, bf16) is True
-    assert use_returned_memory("auto", CPU, 12_000_000, bf16) is False
-    assert use_returned_memory("auto", CPU, BIG_MODEL_PARAMS + 1, None) is False  # fp32: page faults cost 26%
-    assert use_returned_memory(True, CUDA, BIG_MODEL_PARAMS + 1, bf16) is False  # the CUDA allocator's job
-    assert use_returned_memory(True, CPU, 10, None) is True
+    assert resolve_cpu_memory("auto", CPU, BIG_MODEL_PARAMS + 1, bf16) == "return"  # memory target
+    assert resolve_cpu_memory("auto", CPU, 12_000_000, bf16) == "reuse"
+    assert resolve_cpu_memory("auto", CPU, BIG_MODEL_PARAMS + 1, None) == "reuse"  # fp32: faults cost
+    assert resolve_cpu_memory("reuse", CUDA, BIG_MODEL_PARAMS + 1, bf16) == "system"  # CUDA allocator's job
+    assert resolve_cpu_memory("system", CPU, 10, None) == "system"
+    assert resolve_cpu_memory("return", CPU, 10, None) == "return"
 
 
-@pytest.mark.parametrize("key", ["channels_last", "optimizer_in_backward", "return_freed_memory"])
+def test_cpu_memory_choices_and_the_replaced_key():
+    with pytest.raises(ConfigError, match="train.cpu_memory"):
+        load_config(None, ["train.cpu_memory=hoard"])
+    with pytest.raises(ConfigError, match="replaced: use train.cpu_memory"):
+        load_config(None, ["train.return_freed_memory=true"])
+
+
+@pytest.mark.parametrize("key", ["channels_last", "optimizer_in_backward"])
 def test_tristate_keys_refuse_other_strings(key):
     with pytest.raises(ConfigError, match=f"train.{key}"):
         load_config(None, [f"train.{key}=sometimes"])
@@ -52,7 +60,7 @@ def test_build_training_resolves_settings():
     s = parts.settings()
     assert s == {"amp_dtype": "fp32", "channels_last_resolved": False,
                  "optimizer_in_backward_resolved": True, "gemm_weight_grad_convs": 0,
-                 "return_freed_memory_resolved": False}
+                 "cpu_memory_resolved": "reuse"}
     assert all(p.is_contiguous() for p in parts.method.parameters())
     cfg = load_config(None, ["model.encoder=resnet18", "model.pretrained=false", "data.size=64",
                              "train.optimizer_in_backward=false"])

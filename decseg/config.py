@@ -17,6 +17,7 @@ from typing import Any, Union
 import yaml
 
 from decseg.errors import ConfigError
+from decseg.utils.memory import CPU_MEMORY_MODES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -150,7 +151,7 @@ class Config:
         _choice("train.amp", t.amp, ("off", "bf16", "fp16"))
         _choice("predict.amp", self.predict.amp, ("off", "bf16"))
         _choice("train.conv_weight_grad", t.conv_weight_grad, ("auto", "gemm", "native"))
-        _choice("train.cpu_memory", t.cpu_memory, ("auto", "return", "reuse", "system"))
+        _choice("train.cpu_memory", t.cpu_memory, ("auto", *CPU_MEMORY_MODES))
         for key in ("channels_last", "optimizer_in_backward"):
             value = getattr(t, key)
             if isinstance(value, str) and value != "auto":

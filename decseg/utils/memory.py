@@ -13,7 +13,8 @@ time spent in page faults, and only ``mallopt`` changes it. Modes (``train.cpu_m
   the resident set is the step's high-water mark plus fragmentation.
 - ``system``: glibc's defaults (a sliding 128 KiB..32 MiB threshold), in between.
 
-The settings are process-wide (forked data-loader workers inherit them).
+The settings are process-wide (forked data-loader workers inherit them) and stay until another
+mode is applied: ``system`` does not undo an earlier one.
 """
 from __future__ import annotations
 

@@ -153,6 +153,7 @@ class PeakMemory:
 class Timing:
     seconds: list[float] = field(default_factory=list)  # timed steps, after warm-up
     warmup_seconds: list[float] = field(default_factory=list)
+    page_faults: list[int] = field(default_factory=list)  # the process's minor faults per timed step
     memory: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -163,6 +164,8 @@ class Timing:
             "step_seconds_mean": statistics.fmean(s),
             "step_seconds_all": s,
             "warmup_seconds_all": self.warmup_seconds,
+            # fresh pages the kernel zeroed and mapped: what re-allocating freed memory costs
+            "page_faults_per_step": int(statistics.median(self.page_faults)),
             **self.memory,
         }
 
@@ -177,10 +180,13 @@ def measure(step: Callable[[], object], steps: int, warmup: int, device: torch.d
     with PeakMemory(device) as mem:
         for i in range(warmup + steps):
             sync()
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             step()
             sync()
             dt = time.perf_counter() - t0
+            if i >= warmup:
+                timing.page_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
             (timing.warmup_seconds if i < warmup else timing.seconds).append(dt)
     timing.memory = mem.result()
     return timing
@@ -390,7 +396,19 @@ def benchmark_train(cfg: Config, steps: int = 3, warmup: int = 1, device: torch.
         "loss": float(ts.last_losses["loss"]),
         **config_echo(cfg, device),
         **ts.settings,
+        **_cpu_cache_summary(ts.settings),
     }
+
+
+def _cpu_cache_summary(settings: dict) -> dict:
+    """The block cache's counters after the run (train.cpu_memory=cache only), bytes as GiB."""
+    if settings.get("cpu_memory_resolved") != "cache":
+        return {}
+    from decseg.utils import cpu_cache
+
+    c = cpu_cache.counters()
+    return {"cpu_cache": {k: (v if k in ("hits", "misses") else round(v / 2**30, 3))
+                          for k, v in c.items()}}
 
 
 # --------------------------------------------------------------------------- inference

@@ -53,27 +53,59 @@ def use_gemm_conv(cfg: Config, device: torch.device) -> bool:
     return choice == "gemm"
 
 
-#: ``train.cpu_memory=auto`` returns freed memory under autocast from this many trained parameters
+#: ``train.cpu_memory=auto`` bounds the memory of freed blocks under autocast from this many
+#: trained parameters
 BIG_MODEL_PARAMS = 100_000_000
 
 
 def resolve_cpu_memory(setting: str, device: torch.device, n_params: int,
-                       dtype: torch.dtype | None) -> str:
-    """``train.cpu_memory`` for this run: ``return``, ``reuse`` or ``system`` (malloc untouched).
+                       dtype: torch.dtype | None, cache_available: bool = True) -> str:
+    """``train.cpu_memory`` for this run: ``cache``, ``return``, ``reuse`` or ``system``.
 
-    auto = ``return`` under autocast for models above ``BIG_MODEL_PARAMS``, ``reuse`` otherwise.
-    Measured (docs/PERFORMANCE.md, 2 threads): the paper model in bf16 at 224, batch 4, peaks at
-    6.44 GiB returning freed blocks and at 7.1-8.1 GiB keeping them, which the memory target
-    cannot afford. In fp32 keeping them removes ~2.5 M page faults per step (paper model
-    25.0 -> 21.1 s and 28.4 -> 21.0 s in back-to-back pairs, peak 9.1-9.2 GiB either way), and
-    small models gain as much (resnet18 at 96 px, batch 4+4: fp32 2.25 -> 1.85 s, bf16 1.35 ->
-    0.95 s) at the same peak.
+    auto, for models above ``BIG_MODEL_PARAMS`` under autocast: ``cache`` (decseg's CPU block
+    cache), or ``return`` where the cache cannot be built. Measured (docs/PERFORMANCE.md, 2
+    threads): the paper model in bf16 at 224, batch 4 peaks at 6.4 GiB with either, where
+    ``reuse`` peaks at 7.7-8.4 GiB, which the memory target cannot afford; the cache removes most
+    of ``return``'s ~4 M page faults per step (14.4-16.6 -> 8-9 s).
+
+    auto otherwise: ``reuse``. In fp32 the paper model is faster keeping freed blocks in glibc's
+    heap (25.0 -> 21.1 s and 28.4 -> 21.0 s per step against ``return`` at the same 9.1-9.2 GiB;
+    the block cache peaks lower, 7.9 GiB, but its steps took 20-25 s against 16-19 s), and small
+    models gain as much (resnet18 at 96 px, batch 4+4: fp32 2.25 -> 1.85 s, bf16 1.35 -> 0.95 s).
     """
     if device.type != "cpu":
         return "system"  # the CUDA caching allocator manages GPU memory
     if setting == "auto":
-        return "return" if (n_params > BIG_MODEL_PARAMS and dtype is not None) else "reuse"
+        if n_params > BIG_MODEL_PARAMS and dtype is not None:
+            return "cache" if cache_available else "return"
+        return "reuse"
     return setting
+
+
+def apply_cpu_memory(setting: str, device: torch.device, n_params: int,
+                     dtype: torch.dtype | None) -> tuple[str, list[str]]:
+    """Resolve and apply ``train.cpu_memory``; returns the mode in force and notes for the log.
+
+    An explicit ``cache`` that cannot be built is an error (with the compiler's reason); ``auto``
+    falls back to glibc's modes with a note.
+    """
+    from decseg.utils import cpu_cache
+
+    notes = []
+    mode = resolve_cpu_memory(setting, device, n_params, dtype)
+    if mode == "cache":
+        ok, why = cpu_cache.available()  # builds it on first use
+        if not ok:
+            if setting == "cache":
+                raise ConfigError(f"train.cpu_memory=cache: {why}\nUse train.cpu_memory=auto "
+                                  f"(falls back to glibc's malloc), return or reuse.")
+            mode = resolve_cpu_memory(setting, device, n_params, dtype, cache_available=False)
+            notes.append(f"note: decseg's CPU block cache is unavailable ({why.splitlines()[0]}); "
+                         f"train.cpu_memory=auto uses glibc's {mode} mode")
+    if mode != "system" and not configure_malloc(mode):
+        notes.append(f"note: train.cpu_memory={mode} needs glibc's malloc; left as it is")
+        mode = "system"
+    return mode, notes
 
 
 @dataclass
@@ -85,7 +117,7 @@ class TrainingParts:
     memory_format: torch.memory_format
     optimizer_in_backward: bool
     gemm_convs: int  # convolutions switched to the GEMM weight gradient
-    cpu_memory: str = "system"  # malloc mode applied (return, reuse; system = untouched)
+    cpu_memory: str = "system"  # mode applied (cache, return, reuse; system = untouched)
     notes: list[str] = field(default_factory=list)
 
     def settings(self) -> dict:
@@ -131,10 +163,8 @@ def build_training(cfg: Config, device: torch.device, *, distributed: bool = Fal
         t.optimizer_in_backward, distributed=distributed,
         fp16=dtype is torch.float16, compile=t.compile)
     n_params = sum(p.numel() for p in params)
-    cpu_memory = resolve_cpu_memory(t.cpu_memory, device, n_params, dtype)
-    if cpu_memory != "system" and not configure_malloc(cpu_memory):
-        notes.append(f"note: train.cpu_memory={cpu_memory} needs glibc's malloc; left as it is")
-        cpu_memory = "system"
+    cpu_memory, memory_notes = apply_cpu_memory(t.cpu_memory, device, n_params, dtype)
+    notes += memory_notes
     return TrainingParts(method, optimizer, device, dtype, memory_format, in_backward, gemm,
                          cpu_memory=cpu_memory, notes=notes)
 

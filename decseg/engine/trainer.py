@@ -284,7 +284,7 @@ class Trainer:
                                     memory_format=self.memory_format)
                 finally:
                     self.method.net.train()
-                    if self.cpu_memory == "reuse":
+                    if self.cpu_memory in ("reuse", "cache"):
                         # validation's tensors have other sizes than a step's: hand its
                         # leftovers back rather than let them fragment the kept heap
                         release_free_memory()

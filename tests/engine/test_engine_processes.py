@@ -74,12 +74,18 @@ def test_sigkill_mid_run_then_resume_finishes(engine_data, engine_tiny, engine_e
 
 
 def test_torchrun_two_processes_agree(engine_data, engine_tiny, engine_env, tmp_path):
+    from decseg.utils import cpu_cache
+
     run = tmp_path / "ddp"
+    # the block cache then allocates gloo's buffers too (where a compiler can build it)
+    memory = "cache" if cpu_cache.available()[0] else "auto"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           *_cmd(engine_data, run, engine_tiny, ["train.iterations=2", "train.val_every=2"]),
+           *_cmd(engine_data, run, engine_tiny, ["train.iterations=2", "train.val_every=2",
+                                                 f"train.cpu_memory={memory}"]),
            "--weights-digest"]
     r = subprocess.run(cmd, env=engine_env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert f"cpu memory {memory if memory == 'cache' else 'reuse'}" in r.stdout + r.stderr
     d0 = json.loads((run / "debug" / "rank0.json").read_text())
     d1 = json.loads((run / "debug" / "rank1.json").read_text())
     assert d0["world_size"] == d1["world_size"] == 2 and d0["iteration"] == d1["iteration"] == 2

@@ -30,7 +30,10 @@ def test_gemm_conv_auto():
 
 def test_cpu_memory_auto():
     bf16 = torch.bfloat16
-    assert resolve_cpu_memory("auto", CPU, BIG_MODEL_PARAMS + 1, bf16) == "return"  # memory target
+    assert resolve_cpu_memory("auto", CPU, BIG_MODEL_PARAMS + 1, bf16) == "cache"  # memory target
+    assert resolve_cpu_memory("auto", CPU, BIG_MODEL_PARAMS + 1, bf16,
+                              cache_available=False) == "return"  # no compiler: glibc's bound
+    assert resolve_cpu_memory("auto", CPU, 12_000_000, bf16, cache_available=False) == "reuse"
     assert resolve_cpu_memory("auto", CPU, 12_000_000, bf16) == "reuse"
     assert resolve_cpu_memory("auto", CPU, BIG_MODEL_PARAMS + 1, None) == "reuse"  # fp32: faults cost
     assert resolve_cpu_memory("reuse", CUDA, BIG_MODEL_PARAMS + 1, bf16) == "system"  # CUDA allocator's job

@@ -35,6 +35,19 @@ def built():
     return cpu_cache.library_path()
 
 
+def test_it_builds_from_scratch_into_the_build_directory(built, tmp_path):
+    r = _run(r"""
+import json
+from decseg.utils import cpu_cache
+ok, why = cpu_cache.available()
+cpu_cache.install()
+print(json.dumps({"ok": ok, "why": why, "path": str(cpu_cache.library_path()),
+                  "active": cpu_cache.active()}))
+""", env={"DECSEG_BUILD_DIR": str(tmp_path)})
+    assert r["ok"] and r["active"], r["why"]
+    assert [p.name for p in tmp_path.iterdir()] == [os.path.basename(r["path"])]  # no temp left
+
+
 def test_freed_blocks_come_back_without_page_faults_and_values_stay(built):
     r = _run(r"""
 import json, resource

@@ -108,23 +108,14 @@ class BlockCache final : public c10::Allocator {
     while (!lru_.empty()) unmap_oldest();
   }
 
-  void configure(size_t min_bytes, bool caching) {
+  void set_min_bytes(size_t min_bytes) {
     std::lock_guard<std::mutex> lock(mu_);
     min_bytes_ = std::max(min_bytes, kPage);
-    caching_ = caching;
-    if (!caching_)
-      while (!lru_.empty()) unmap_oldest();
   }
 
   Counters counters() {
     std::lock_guard<std::mutex> lock(mu_);
     return c_;
-  }
-
-  void reset_high_water() {
-    std::lock_guard<std::mutex> lock(mu_);
-    while (!lru_.empty()) unmap_oldest();
-    c_.high_water = c_.live;
   }
 
   // In a forked child (data-loader workers): return freed blocks at once, keep none of the
@@ -233,15 +224,9 @@ int decseg_cpu_cache_install(uint64_t min_bytes) {
     pthread_atfork([] { g_cache->mu_.lock(); }, [] { g_cache->mu_.unlock(); },
                    [] { g_cache->after_fork_in_child(); });
   }
-  g_cache->configure(min_bytes, true);
+  g_cache->set_min_bytes(min_bytes);
   c10::SetCPUAllocator(g_cache, /*priority=*/100);
   return c10::GetCPUAllocator() == g_cache ? 1 : 0;
-}
-
-// Stop keeping freed blocks (they are unmapped when freed); the allocator stays installed,
-// since tensors it handed out must come back to it.
-void decseg_cpu_cache_disable() {
-  if (g_cache) g_cache->configure(1 << 20, false);
 }
 
 int decseg_cpu_cache_active() {
@@ -259,11 +244,6 @@ void decseg_cpu_cache_counters(uint64_t* out) {
 // Unmap every free block now.
 void decseg_cpu_cache_empty() {
   if (g_cache) g_cache->empty();
-}
-
-// Unmap every free block and lower the bound to the bytes live now.
-void decseg_cpu_cache_reset_high_water() {
-  if (g_cache) g_cache->reset_high_water();
 }
 
 }  // extern "C"

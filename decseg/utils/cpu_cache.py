@@ -7,7 +7,7 @@ keyed by the source, the torch version and the compiler, and loaded with ctypes.
 be built (no compiler, not Linux), ``available()`` says why and the caller falls back to glibc.
 
 Once installed it stays PyTorch's CPU allocator for the life of the process: tensors it handed
-out must be freed by it. ``disable()`` stops it from keeping freed blocks.
+out must be freed by it.
 """
 from __future__ import annotations
 
@@ -147,22 +147,10 @@ def active() -> bool:
     return _lib is not None and bool(_lib.decseg_cpu_cache_active())
 
 
-def disable() -> None:
-    """Keep no freed blocks from now on (they are unmapped when freed)."""
-    if _lib is not None:
-        _lib.decseg_cpu_cache_disable()
-
-
 def empty() -> None:
     """Unmap every free block now (e.g. after validation, whose tensors differ from a step's)."""
     if _lib is not None:
         _lib.decseg_cpu_cache_empty()
-
-
-def reset_high_water() -> None:
-    """Unmap every free block and bound the cache by the bytes in use now."""
-    if _lib is not None:
-        _lib.decseg_cpu_cache_reset_high_water()
 
 
 def counters() -> dict[str, int]:

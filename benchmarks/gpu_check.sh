@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from decseg import load_config
-from decseg.engine import benchmark as bench
+from decseg.cli import benchmarking as bench
 
 out_dir = Path(sys.argv[1])
 tiny = "--tiny" in sys.argv[2:]

@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from decseg.config import load_config
-from decseg.engine.benchmark import build_train_step, resolve_device
+from decseg.cli.benchmarking import build_train_step, resolve_device
 
 
 def main() -> None:

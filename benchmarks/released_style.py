@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from decseg.config import Config, load_config
-from decseg.engine import benchmark as bench
+from decseg.cli import benchmarking as bench
 
 # ----------------------------------------------------------------- losses (DESIGN.md section 2)
 
@@ -92,7 +92,7 @@ def check_full_model(cfg: Config) -> None:
 def build_released_step(cfg: Config, device: torch.device, seed: int = 0):
     """(step, state): ``step()`` runs one released-style iteration; ``state`` holds the parts."""
     from decseg.models import build_generators, build_model
-    from decseg.utils.seed import seed_everything
+    from decseg.io import seed_everything
 
     check_full_model(cfg)
     seed_everything(seed)
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"released-style predict: {result['images_per_second']:.3f} images/s "
               f"({result['step_seconds']:.3f} s per forward of {args.batch_size})")
     if args.json:
-        from decseg.utils.io import atomic_write_text
+        from decseg.io import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0

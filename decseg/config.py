@@ -17,7 +17,7 @@ from typing import Any, Union
 import yaml
 
 from decseg.errors import ConfigError
-from decseg.utils.memory import CPU_MEMORY_MODES
+from decseg.accel.malloc import CPU_MEMORY_MODES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 

@@ -55,8 +55,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from decseg.config import load_config
-    from decseg.engine import benchmark as bench
-    from decseg.utils.io import atomic_write_text
+    from decseg.cli import benchmarking as bench
+    from decseg.io import atomic_write_text
 
     overrides = list(args.overrides)
     if args.size is not None:

@@ -15,7 +15,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from decseg.engine.demo import FULL, QUICK, run_demo
+    from decseg.cli.demo_run import FULL, QUICK, run_demo
     from decseg.errors import ConfigError
 
     settings = QUICK if args.quick else FULL

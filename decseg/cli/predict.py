@@ -28,7 +28,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from decseg.engine.predictor import predict_checkpoint, tqdm_progress
+    from decseg.inference.predictor import predict_checkpoint, tqdm_progress
 
     result = predict_checkpoint(
         args.checkpoint, args.out, data=args.data, images=args.images, soft=args.soft,

@@ -69,7 +69,7 @@ def _print(s: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from decseg.config import load_config
     from decseg.errors import ConfigError
-    from decseg.utils.io import atomic_write_text
+    from decseg.io import atomic_write_text
 
     if args.batch < 1:
         raise ConfigError(f"--batch={args.batch} must be >= 1")

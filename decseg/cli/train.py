@@ -24,7 +24,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace):
     """The config for this run: the stored one on --resume, else defaults + --config + --set."""
     from decseg import load_config
-    from decseg.engine.checkpoint import architecture_differences
+    from decseg.train.checkpoint import architecture_differences
     from decseg.errors import ConfigError
 
     run_dir = Path(args.out)
@@ -46,7 +46,7 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from decseg.engine.trainer import Trainer
+    from decseg.train.trainer import Trainer
 
     cfg = resolve_config(args)
     trainer = Trainer(cfg, args.data, args.out, resume=args.resume, stop_after=args.stop_after,

@@ -27,7 +27,7 @@ from decseg.data.imageio import (IMAGE_EXTENSIONS, is_ignorable, is_image_name, 
                                  read_raw, write_image_png, write_mask_png)
 from decseg.data.splits import Amount, labeled_split, parse_amount, take, write_id_list
 from decseg.errors import DataError
-from decseg.utils.io import atomic_dir
+from decseg.io import atomic_dir
 
 TASKS = ("polyp", "isic2018", "lgg", "folder")
 # Input size S recorded in dataset.yaml (the paper's sizes).

@@ -15,7 +15,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from decseg.errors import DataError
-from decseg.utils.io import atomic_write_text
+from decseg.io import atomic_write_text
 
 Amount = Union[int, float]
 

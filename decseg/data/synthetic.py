@@ -21,7 +21,7 @@ import yaml
 from decseg.data.imageio import write_image_png, write_mask_png
 from decseg.data.splits import labeled_split, write_id_list
 from decseg.errors import DataError
-from decseg.utils.io import atomic_dir
+from decseg.io import atomic_dir
 
 SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 RADIUS_RANGE = (0.03, 0.33)  # lesion radius as a fraction of the image size

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from decseg.metrics.evaluate import EXTRA_KEYS, TOOLBOX_KEYS
-from decseg.utils.io import atomic_write_text
+from decseg.io import atomic_write_text
 
 # Columns of the printed table: the numbers papers quote most, then the extras.
 TABLE_KEYS = ("meanDic", "meanIoU", "wFm", "Sm", "meanEm", "maxEm", "MAE", "dice@0.5", "hd95", "n_images")

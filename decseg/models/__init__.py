@@ -9,7 +9,7 @@ from torch import nn
 from decseg.config import Config
 from decseg.models.decseg_net import DECSegNet, resize_image
 from decseg.models.encoder import Encoder, load_encoder_weights
-from decseg.models.generators import ReconstructionGenerator
+from decseg.models.generator import ReconstructionGenerator
 
 
 def build_encoder(cfg: Config, *, load_pretrained: bool = True) -> Encoder:

@@ -10,9 +10,9 @@ from torch import nn
 from decseg.config import half_size as _half_size
 from decseg.errors import ConfigError, DataError
 from decseg.models.cfa import CrossLevelAggregation
-from decseg.models.decoders import ScaleDecoder
+from decseg.models.scale_decoder import ScaleDecoder
 from decseg.models.encoder import Encoder
-from decseg.models.fusion import FusionDecoder
+from decseg.models.fusion_decoder import FusionDecoder
 
 CFA_CHANNELS = 64
 

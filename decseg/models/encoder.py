@@ -16,7 +16,7 @@ import timm
 import torch
 from torch import nn
 
-from decseg.utils.safeload import safe_torch_load
+from decseg.io import safe_torch_load
 from decseg.errors import ConfigError, DataError, PretrainedWeightsError
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from decseg.engine.report import binary_dice, metric_table, plot_curves, plot_grid, read_log
+from decseg.cli.report import binary_dice, metric_table, plot_curves, plot_grid, read_log
 
 
 def test_read_log_splits_training_and_validation_rows_and_skips_a_cut_line(tmp_path):

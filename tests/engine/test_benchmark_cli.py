@@ -15,10 +15,10 @@ import torch
 
 from decseg import load_config
 from decseg.cli.main import main
-from decseg.engine.benchmark import PeakMemory, measure, synthetic_batch
-from decseg.engine.methods import build_method
+from decseg.cli.benchmarking import PeakMemory, measure, synthetic_batch
+from decseg.methods import build_method
 from decseg.models import build_generators, build_model
-from decseg.utils.seed import seed_everything
+from decseg.io import seed_everything
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_SET = ["--set", "model.encoder=resnet18", "--set", "model.pretrained=false", "--size", "64",

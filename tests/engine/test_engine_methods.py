@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from decseg import build_model, load_config
-from decseg.engine.methods import STANDARD_KEYS, build_method
+from decseg.methods import STANDARD_KEYS, build_method
 from decseg.errors import ConfigError
 
 

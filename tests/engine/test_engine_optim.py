@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from decseg.engine.optim import SGDInBackward, build_optimizer, resolve_in_backward
+from decseg.train.optim import SGDInBackward, build_optimizer, resolve_in_backward
 from decseg.errors import ConfigError
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from decseg.engine.checkpoint import load_checkpoint
+from decseg.train.checkpoint import load_checkpoint
 
 
 def _cmd(data, run, tiny, extra):
@@ -74,7 +74,7 @@ def test_sigkill_mid_run_then_resume_finishes(engine_data, engine_tiny, engine_e
 
 
 def test_torchrun_two_processes_agree(engine_data, engine_tiny, engine_env, tmp_path):
-    from decseg.utils import cpu_cache
+    from decseg.accel import block_cache as cpu_cache
 
     run = tmp_path / "ddp"
     # the block cache then allocates gloo's buffers too (where a compiler can build it)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from decseg import load_config
-from decseg.engine.step import (
+from decseg.train.step import (
     BIG_MODEL_PARAMS, build_training, resolve_cpu_memory, use_channels_last, use_gemm_conv,
 )
 from decseg.errors import ConfigError

@@ -10,8 +10,8 @@ import yaml
 
 from decseg import load_config
 from decseg.cli.main import main as cli_main
-from decseg.engine.checkpoint import load_checkpoint
-from decseg.engine.trainer import Trainer, TrainingDiverged
+from decseg.train.checkpoint import load_checkpoint
+from decseg.train.trainer import Trainer, TrainingDiverged
 from decseg.errors import ConfigError
 
 

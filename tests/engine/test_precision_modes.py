@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from decseg import load_config
-from decseg.engine.benchmark import build_train_step, synthetic_batch
-from decseg.engine.optim import SGDInBackward
-from decseg.engine.methods import build_method
+from decseg.cli.benchmarking import build_train_step, synthetic_batch
+from decseg.train.optim import SGDInBackward
+from decseg.methods import build_method
 from decseg.models import build_model
-from decseg.utils.seed import seed_everything
+from decseg.io import seed_everything
 
 TINY = ["model.encoder=resnet18", "model.pretrained=false", "data.size=64",
         "train.batch_labeled=2", "train.batch_unlabeled=2", "train.amp=off",
@@ -135,7 +135,7 @@ def test_concat_passes_wiring(base):
     """With BatchNorm frozen (eval) one concatenated pass must equal the two separate passes,
     which shows the lever hands each output to the right place; in training mode it differs
     (BatchNorm statistics over 1.5x the batch), which is why it is only an opt-in lever."""
-    from decseg.engine.benchmark import ConcatPasses
+    from decseg.cli.benchmarking import ConcatPasses
 
     cfg, method, lab, unl = base
     results = {}
@@ -156,7 +156,7 @@ def test_gemm_weight_grad_step_matches_native(base):
     """A DEC-Seg training step with the GEMM weight gradient (train.conv_weight_grad=gemm) on the
     tiny model's 3x3 convolutions gives the native kernels' gradients: fp32 up to summation order,
     bf16 up to bf16 rounding."""
-    from decseg.models.gemm_conv import GemmWeightGradConv2d, use_gemm_weight_grad
+    from decseg.accel.gemm_conv import GemmWeightGradConv2d, use_gemm_weight_grad
 
     cfg, method, lab, unl = base
     for amp, tol in (("off", 1e-4), ("bf16", 5e-2)):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from decseg.models.gemm_conv import GemmWeightGradConv2d, use_gemm_weight_grad, weight_grad_gemm
+from decseg.accel.gemm_conv import GemmWeightGradConv2d, use_gemm_weight_grad, weight_grad_gemm
 
 
 @pytest.mark.parametrize("kernel,padding", [(3, 1), (3, 0), (5, 2), ((3, 1), (1, 0))])
@@ -90,7 +90,7 @@ def test_weight_cast_is_shared_within_a_step_and_renewed_after_update():
     """Under autocast the bf16 weight is cast once per optimizer step (both passes share it, so
     their gradients meet at one cast), released after the forward, and cast again after the
     weight changes, so the next step never uses stale weights."""
-    from decseg.models.gemm_conv import release_weight_casts
+    from decseg.accel.gemm_conv import release_weight_casts
 
     _, new, _ = _pair(False)
     conv = new[0]

@@ -5,7 +5,7 @@ import json
 
 from decseg.cli.main import main
 from decseg.models import count_parameters
-from decseg.models.generators import ReconstructionGenerator
+from decseg.models.generator import ReconstructionGenerator
 
 
 def test_summary_json_reports_modules_totals_and_shapes(tmp_path, capsys):

@@ -2,7 +2,7 @@
 import pytest
 
 from decseg.errors import DecsegError
-from decseg.utils.io import atomic_dir, atomic_write, atomic_write_text
+from decseg.io import atomic_dir, atomic_write, atomic_write_text
 
 
 def test_atomic_write_replaces_content(tmp_path):

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from decseg.utils import cpu_cache
+from decseg.accel import block_cache as cpu_cache
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 MiB = 1 << 20
@@ -38,7 +38,7 @@ def built():
 def test_it_builds_from_scratch_into_the_build_directory(built, tmp_path):
     r = _run(r"""
 import json
-from decseg.utils import cpu_cache
+from decseg.accel import block_cache as cpu_cache
 ok, why = cpu_cache.available()
 cpu_cache.install()
 print(json.dumps({"ok": ok, "why": why, "path": str(cpu_cache.library_path()),
@@ -52,7 +52,7 @@ def test_freed_blocks_come_back_without_page_faults_and_values_stay(built):
     r = _run(r"""
 import json, resource
 import torch
-from decseg.utils import cpu_cache
+from decseg.accel import block_cache as cpu_cache
 cpu_cache.install()
 assert cpu_cache.active()
 n = 16 << 20  # 64 MiB of float32
@@ -85,7 +85,7 @@ def test_best_fit_splits_merges_and_keeps_within_the_high_water_mark(built):
     r = _run(r"""
 import json
 import torch
-from decseg.utils import cpu_cache
+from decseg.accel import block_cache as cpu_cache
 cpu_cache.install()
 MiB = 1 << 20
 def block(mib): return torch.empty(mib * MiB, dtype=torch.uint8)
@@ -113,7 +113,7 @@ def test_forked_data_loader_workers_allocate_with_it(built):
 import json
 import torch
 from torch.utils.data import DataLoader, Dataset
-from decseg.utils import cpu_cache
+from decseg.accel import block_cache as cpu_cache
 cpu_cache.install()
 keep = torch.ones(4 << 20); scratch = torch.ones(4 << 20); del scratch  # a free block to inherit
 class Big(Dataset):
@@ -135,8 +135,8 @@ STEPS = r"""
 import json, sys
 import torch
 from decseg import load_config
-from decseg.engine.benchmark import build_train_step
-from decseg.utils import cpu_cache
+from decseg.cli.benchmarking import build_train_step
+from decseg.accel import block_cache as cpu_cache
 torch.set_num_threads(1)
 cfg = load_config(None, ["model.encoder=resnet18", "model.pretrained=false", "data.size=96",
                          "train.batch_labeled=2", "train.batch_unlabeled=2",
@@ -169,9 +169,9 @@ def test_without_a_compiler_auto_falls_back_and_explicit_cache_is_an_error(tmp_p
     r = _run(r"""
 import json
 import torch
-from decseg.engine.step import BIG_MODEL_PARAMS, apply_cpu_memory
+from decseg.train.step import BIG_MODEL_PARAMS, apply_cpu_memory
 from decseg.errors import ConfigError
-from decseg.utils import cpu_cache
+from decseg.accel import block_cache as cpu_cache
 cpu = torch.device("cpu")
 ok, why = cpu_cache.available()
 mode, notes = apply_cpu_memory("auto", cpu, BIG_MODEL_PARAMS + 1, torch.bfloat16)
@@ -194,7 +194,7 @@ def test_a_compiler_error_is_reported_with_its_message(tmp_path):
     fake.chmod(0o755)
     r = _run(r"""
 import json
-from decseg.utils import cpu_cache
+from decseg.accel import block_cache as cpu_cache
 ok, why = cpu_cache.available()
 print(json.dumps({"ok": ok, "why": why}))
 """, env={"CXX": str(fake), "DECSEG_BUILD_DIR": str(tmp_path / "build")})
@@ -207,7 +207,7 @@ def test_an_unwritable_build_directory_is_named(tmp_path):
     blocker.write_text("not a directory")
     r = _run(r"""
 import json
-from decseg.utils import cpu_cache
+from decseg.accel import block_cache as cpu_cache
 ok, why = cpu_cache.available()
 print(json.dumps({"ok": ok, "why": why}))
 """, env={"DECSEG_BUILD_DIR": str(blocker / "build")})

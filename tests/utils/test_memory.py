@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from decseg.utils.memory import configure_malloc
+from decseg.accel.malloc import configure_malloc
 
 PROBE = r"""
 import json, resource, sys
 import torch
-from decseg.utils.memory import configure_malloc
+from decseg.accel.malloc import configure_malloc
 applied = all([configure_malloc(m) for m in sys.argv[1].split(",")])  # in order
 n = 16 << 20  # 64 MiB of float32: above glibc's largest sliding mmap threshold
 for _ in range(8):  # like training steps: the same tensors allocated and freed again

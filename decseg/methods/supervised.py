@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from decseg.config import Config
-from decseg.engine.methods.base import Method
+from decseg.methods.base import Method
 from decseg.losses import supervised_loss
 
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from decseg.config import Config, config_from_dict
-from decseg.utils.safeload import safe_torch_load
+from decseg.io import safe_torch_load
 from decseg.errors import CheckpointError, ConfigError
-from decseg.utils.io import atomic_write
+from decseg.io import atomic_write
 
 FORMAT_VERSION = 1
 # Keys that change the network's parameters: a checkpoint only fits a config that agrees on them.

@@ -23,17 +23,17 @@ import torch
 import yaml
 
 from decseg.config import Config
-from decseg.engine import distributed as D
-from decseg.engine.checkpoint import (
+from decseg.train import distributed as D
+from decseg.train.checkpoint import (
     check_compatible, from_safe, load_checkpoint, load_model_state, save_checkpoint,
 )
-from decseg.engine.methods import method_class
-from decseg.engine.step import TrainStep, amp_dtype, build_training
-from decseg.engine.validation import has_val_split, validate
+from decseg.methods import method_class
+from decseg.train.step import TrainStep, amp_dtype, build_training
+from decseg.train.validation import has_val_split, validate
 from decseg.errors import CheckpointError, ConfigError, DecsegError
-from decseg.utils.io import atomic_write_text
-from decseg.utils.memory import release_free_memory
-from decseg.utils.seed import seed_everything
+from decseg.io import atomic_write_text
+from decseg.accel.malloc import release_free_memory
+from decseg.io import seed_everything
 
 LossHook = Callable[[int, torch.Tensor], torch.Tensor]
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}

@@ -74,7 +74,7 @@ def configure_malloc(mode: str) -> bool:
     ``cache`` installs the block cache and raises ``CpuCacheUnavailable`` if it cannot be built.
     """
     if mode == "cache":
-        from decseg.utils import cpu_cache
+        from decseg.accel import block_cache as cpu_cache
 
         cpu_cache.install()
         return True
@@ -91,7 +91,7 @@ def release_free_memory() -> bool:
     """Give kept free memory back to the OS now: the block cache's free blocks, and glibc's free
     heap pages (``malloc_trim(0)``). E.g. after validation, whose tensors have other sizes than a
     training step's. False off glibc."""
-    from decseg.utils import cpu_cache
+    from decseg.accel import block_cache as cpu_cache
 
     cpu_cache.empty()
     libc = _libc()

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import torch
 
 from decseg.config import Config
-from decseg.engine.methods import build_method
-from decseg.engine.optim import SGDInBackward, build_optimizer, resolve_in_backward
-from decseg.engine.schedule import poly_lr, set_lr
+from decseg.methods import build_method
+from decseg.train.optim import SGDInBackward, build_optimizer, resolve_in_backward
+from decseg.train.schedule import poly_lr, set_lr
 from decseg.errors import ConfigError
-from decseg.models.gemm_conv import release_weight_casts
-from decseg.utils.memory import configure_malloc
+from decseg.accel.gemm_conv import release_weight_casts
+from decseg.accel.malloc import configure_malloc
 
 
 def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
@@ -89,7 +89,7 @@ def apply_cpu_memory(setting: str, device: torch.device, n_params: int,
     An explicit ``cache`` that cannot be built is an error (with the compiler's reason); ``auto``
     falls back to glibc's modes with a note.
     """
-    from decseg.utils import cpu_cache
+    from decseg.accel import block_cache as cpu_cache
 
     notes = []
     mode = resolve_cpu_memory(setting, device, n_params, dtype)
@@ -138,7 +138,7 @@ def build_training(cfg: Config, device: torch.device, *, distributed: bool = Fal
     Seed the RNGs before calling: the initial weights come from them.
     """
     from decseg.models import build_model
-    from decseg.models.gemm_conv import use_gemm_weight_grad
+    from decseg.accel.gemm_conv import use_gemm_weight_grad
 
     t = cfg.train
     dtype = amp_dtype(cfg, device)

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from decseg.utils.io import atomic_write, atomic_write_text
+from decseg.io import atomic_write, atomic_write_text
 
 # The toolbox's 13 keys, in its order, then our plain Dice of the binary map.
 TOOLBOX_KEYS = ("meanDic", "meanIoU", "wFm", "Sm", "meanEm", "MAE", "maxEm", "maxDice", "maxIoU",

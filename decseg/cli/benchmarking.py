@@ -1,7 +1,7 @@
 """Speed and memory measurement of real training steps and of inference.
 
 The measured step is the one training runs: the configured model, generators and method
-(``decseg.engine.methods``), the trainer's optimizer and precision settings, on synthetic
+(``decseg.methods``), the trainer's optimizer and precision settings, on synthetic
 tensors of the configured size and batch. Only data loading is left out, so the numbers
 are the cost of the mathematics, not of JPEG decoding.
 
@@ -263,7 +263,7 @@ def config_echo(cfg: Config, device: torch.device) -> dict:
 
 @dataclass
 class BenchStep:
-    """The trainer's step (``decseg.engine.step``) on fixed synthetic batches; ``step()`` runs it once."""
+    """The trainer's step (``decseg.train.step``) on fixed synthetic batches; ``step()`` runs it once."""
 
     step: Callable[[], dict]
     device: torch.device
@@ -299,9 +299,9 @@ def build_train_step(cfg: Config, device: torch.device | None = None, seed: int 
     ``levers``: experimental changes from ``LEVERS`` to measure what they would bring; with
     none, the step is exactly the trainer's.
     """
-    from decseg.engine.methods import method_class
-    from decseg.engine.step import TrainStep, build_training
-    from decseg.utils.seed import seed_everything
+    from decseg.methods import method_class
+    from decseg.train.step import TrainStep, build_training
+    from decseg.io import seed_everything
 
     levers = tuple(levers)
     unknown = [lv for lv in levers if lv not in LEVERS]
@@ -404,7 +404,7 @@ def _cpu_cache_summary(settings: dict) -> dict:
     """The block cache's counters after the run (train.cpu_memory=cache only), bytes as GiB."""
     if settings.get("cpu_memory_resolved") != "cache":
         return {}
-    from decseg.utils import cpu_cache
+    from decseg.accel import block_cache as cpu_cache
 
     c = cpu_cache.counters()
     return {"cpu_cache": {k: (v if k in ("hits", "misses") else round(v / 2**30, 3))
@@ -421,9 +421,9 @@ def benchmark_predict(cfg: Config, batch_size: int = 8, steps: int = 3, warmup: 
     ``agreement``: also run the same images through a strict-fp32 NCHW predictor and report the
     fraction of pixels whose argmax agrees (the cost of bf16 / channels_last on the maps).
     """
-    from decseg.engine.predictor import Predictor
+    from decseg.inference.predictor import Predictor
     from decseg.models import build_model
-    from decseg.utils.seed import seed_everything
+    from decseg.io import seed_everything
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")

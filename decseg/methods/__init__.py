@@ -4,10 +4,10 @@ from __future__ import annotations
 from torch import nn
 
 from decseg.config import Config
-from decseg.engine.methods.base import STANDARD_KEYS, Method
-from decseg.engine.methods.decseg import DECSegMethod
-from decseg.engine.methods.meanteacher import MeanTeacherMethod
-from decseg.engine.methods.supervised import SupervisedMethod
+from decseg.methods.base import STANDARD_KEYS, Method
+from decseg.methods.decseg import DECSegMethod
+from decseg.methods.meanteacher import MeanTeacherMethod
+from decseg.methods.supervised import SupervisedMethod
 from decseg.errors import ConfigError
 
 METHODS: dict[str, type[Method]] = {

@@ -21,7 +21,7 @@ from PIL import Image
 
 from decseg.config import Config
 from decseg.errors import ConfigError, DataError, DecsegError
-from decseg.utils.io import atomic_dir
+from decseg.io import atomic_dir
 
 PRED_COLOUR = (255, 40, 40)  # predicted contour in the overlays
 GT_COLOUR = (40, 230, 40)  # ground-truth contour, when the set has masks
@@ -263,7 +263,7 @@ def predict_checkpoint(checkpoint: str | Path, out: str | Path, *, data: str | P
 
     Unset options (None) come from the checkpoint's ``predict.*`` config (after ``overrides``).
     """
-    from decseg.engine.checkpoint import load_model_from_checkpoint
+    from decseg.train.checkpoint import load_model_from_checkpoint
 
     if (data is None) == (images is None):
         raise ConfigError("give exactly one of --data DATA (every test set) or --images DIR (a folder)")
@@ -352,7 +352,7 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, size: int | No
     (max |logit|, at least 1). Raises CheckpointError / ConfigError on user mistakes and
     DecsegError if a check fails (then no file is written).
     """
-    from decseg.engine.checkpoint import load_model_from_checkpoint
+    from decseg.train.checkpoint import load_model_from_checkpoint
 
     if not tolerance > 0:
         raise ConfigError(f"--tolerance {tolerance} must be > 0")
@@ -375,7 +375,7 @@ def export_onnx(checkpoint: str | Path, onnx_path: str | Path, *, size: int | No
     import onnx
     import onnxruntime as ort
 
-    from decseg.utils.io import atomic_write
+    from decseg.io import atomic_write
 
     checked: dict = {}
 

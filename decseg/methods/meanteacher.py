@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from decseg.config import Config
-from decseg.engine.ema import ModelEMA
-from decseg.engine.methods.base import Method
+from decseg.methods.ema import ModelEMA
+from decseg.methods.base import Method
 from decseg.errors import ConfigError
 from decseg.losses import mse, sigmoid_rampup, supervised_loss
 

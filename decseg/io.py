@@ -1,16 +1,24 @@
-"""Atomic writes: a temp file in the same folder, fsync, then rename.
+"""Files and randomness: atomic writes, safe loading of untrusted weights, seeding.
 
-A crash or ``kill -9`` at any moment leaves either the old file or the new one,
-never a half-written file under the final name.
+Atomic writes go to a temp file in the same folder, fsync, then rename: a crash or ``kill -9``
+at any moment leaves either the old file or the new one, never a half-written file under the
+final name. Checkpoints and weight files are untrusted input: they load with
+``torch.load(weights_only=True)``, a pickle payload is refused, and a damaged or foreign file is
+named as such, instead of torch's multi-line advice to use weights_only=False.
 """
 from __future__ import annotations
 
 import os
+import pickle
+import random
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
+
+import numpy as np
 
 from decseg.errors import DecsegError
 
@@ -49,10 +57,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write(path, lambda p: p.write_bytes(data))
-
-
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
@@ -82,3 +86,43 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def safe_torch_load(path: str | Path, error: type[Exception], what: str, hint: str,
+                    map_location: Any = "cpu") -> Any:
+    """Load ``path`` with ``weights_only=True``; every failure becomes ``error`` with one line.
+
+    ``what`` names the file in the message (e.g. "checkpoint x.pt"); ``hint`` says what to do.
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch.load raises many types for a damaged or foreign file
+        text = _ANSI.sub("", str(e))
+        found = _GLOBAL.search(text)
+        if isinstance(e, pickle.UnpicklingError) and found:
+            raise error(
+                f"{what} carries a pickled Python object ({found.group(1)}) besides tensors; refusing to "
+                f"load it, because that could run arbitrary code. {hint}"
+            ) from None
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "end of file")
+        raise error(
+            f"{what} cannot be read as a PyTorch weights file: it is truncated or corrupt, or "
+            f"another format ({type(e).__name__}: {first[:160]}). {hint}"
+        ) from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+    except ImportError:  # the evaluator may run without torch
+        return
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)

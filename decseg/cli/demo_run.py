@@ -105,7 +105,7 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 def _grid_rows(data: Path, preds: dict[str, Path], n: int) -> list[dict]:
     """Evenly spaced test images (not picked by score): image, GT, each method's map, Dice labels."""
     from decseg.data import DatasetLayout, read_image, read_mask
-    from decseg.engine.report import binary_dice
+    from decseg.cli.report import binary_dice
 
     layout = DatasetLayout(data)
     test_set = layout.test_sets()[0]
@@ -152,11 +152,11 @@ def run_demo(out: str | Path = "decseg-demo", *, quick: bool = False, overwrite:
 
     import decseg
     from decseg.data import generate_dataset
-    from decseg.engine.predictor import predict_checkpoint, tqdm_progress
-    from decseg.engine.report import plot_curves, plot_grid, write_report
-    from decseg.engine.trainer import Trainer
+    from decseg.inference.predictor import predict_checkpoint, tqdm_progress
+    from decseg.cli.report import plot_curves, plot_grid, write_report
+    from decseg.train.trainer import Trainer
     from decseg.metrics import evaluate_sets
-    from decseg.utils.io import atomic_write_text
+    from decseg.io import atomic_write_text
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     s = settings or (QUICK if quick else FULL)

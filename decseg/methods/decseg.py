@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from decseg.config import Config
-from decseg.engine.methods.base import Method
+from decseg.methods.base import Method
 from decseg.errors import ConfigError
 from decseg.losses import mse, scale_consistency, supervised_loss
 

@@ -1,1 +1,0 @@
-"""Training engine: trainer, methods, checkpoints, distributed helpers (layer 4)."""

@@ -1,0 +1,1 @@
+"""Prediction maps, their resizing back to the original size, and ONNX export."""

@@ -1,0 +1,1 @@
+"""Training: the loop, the step, optimizer and schedule, checkpoints, DDP, validation."""

@@ -1,1 +1,0 @@
-"""Small shared helpers (atomic file writes, seeding) used by several layers."""

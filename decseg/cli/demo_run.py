@@ -105,7 +105,7 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 def _grid_rows(data: Path, preds: dict[str, Path], n: int) -> list[dict]:
     """Evenly spaced test images (not picked by score): image, GT, each method's map, Dice labels."""
     from decseg.data import DatasetLayout, read_image, read_mask
-    from decseg.cli.report import binary_dice
+    from decseg.metrics.extras import overlap_at_half  # the per-image dice@0.5 of the metric table
 
     layout = DatasetLayout(data)
     test_set = layout.test_sets()[0]
@@ -120,7 +120,7 @@ def _grid_rows(data: Path, preds: dict[str, Path], n: int) -> list[dict]:
         for method, folder in preds.items():
             pred = read_mask(folder / test_set / f"{item.id}.png")
             row[METHODS[method]] = pred.astype(np.uint8) * 255
-            row[f"{METHODS[method]}__label"] = f"Dice {binary_dice(pred, gt):.3f}"
+            row[f"{METHODS[method]}__label"] = f"Dice {overlap_at_half(pred, gt)[0]:.3f}"
         rows.append(row)
     return rows
 

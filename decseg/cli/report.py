@@ -13,10 +13,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from decseg.io import atomic_write, atomic_write_text
+from decseg.metrics.evaluate import TOOLBOX_KEYS
+from decseg.metrics.report import format_value, markdown_grid
 
-# The toolbox's 13 keys, in its order, then our plain Dice of the binary map.
-TOOLBOX_KEYS = ("meanDic", "meanIoU", "wFm", "Sm", "meanEm", "MAE", "maxEm", "maxDice", "maxIoU",
-                "meanSen", "maxSen", "meanSpe", "maxSpe")
+# The table shows the toolbox's 13 keys, in its order, then our plain Dice of the binary map.
 DICE_KEY = "dice@0.5"
 
 
@@ -38,38 +38,22 @@ def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
     return train, val
 
 
-def binary_dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Dice of two boolean maps; 1 when both are empty (a correct empty prediction)."""
-    pred, gt = pred.astype(bool), gt.astype(bool)
-    denom = int(pred.sum()) + int(gt.sum())
-    if denom == 0:
-        return 1.0
-    return 2.0 * int((pred & gt).sum()) / denom
-
-
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.4f}"
-
-
 def metric_table(results: Mapping[str, Mapping[str, Mapping[str, float]]],
                  keys: Sequence[str] = TOOLBOX_KEYS + (DICE_KEY,)) -> str:
     """Markdown table: one row per metric key, one column per (method, set). Best value in bold."""
     methods = list(results)
     sets = sorted({s for m in methods for s in results[m]})
     cols = [(m, s) for s in sets for m in methods]
-    head = "| metric | " + " | ".join(f"{m} ({s})" if len(sets) > 1 else m for m, s in cols) + " |"
-    lines = [head, "|---|" + "---:|" * len(cols)]
+    rows = []
     for key in keys:
         vals = [results[m].get(s, {}).get(key) for m, s in cols]
         lower_is_better = key == "MAE"
         finite = [v for v in vals if isinstance(v, (int, float)) and not math.isnan(v)]
         best = (min(finite) if lower_is_better else max(finite)) if len(finite) > 1 else None
-        cells = [f"**{_fmt(v)}**" if best is not None and v == best and finite.count(best) == 1 else _fmt(v)
-                 for v in vals]
-        lines.append(f"| {key}{' (lower is better)' if lower_is_better else ''} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells = [f"**{text}**" if best is not None and v == best and finite.count(best) == 1 else text
+                 for v, text in zip(vals, (format_value(v, nan="n/a") for v in vals))]
+        rows.append([f"{key}{' (lower is better)' if lower_is_better else ''}", *cells])
+    return markdown_grid(["metric", *(f"{m} ({s})" if len(sets) > 1 else m for m, s in cols)], rows)
 
 
 def _save_figure(fig, path: Path) -> None:

@@ -1,6 +1,6 @@
 """Torch datasets: the four training views of a sample, and evaluation items.
 
-Training views of one sample (DESIGN.md section 2): ``image`` (S), ``image_half`` (s),
+Training views of one sample (docs/DATA.md): ``image`` (S), ``image_half`` (s),
 ``image_p`` / ``image_half_p`` (each independently colour-jittered), ``mask`` (S) and
 ``mask_half`` (s), both resized from the original mask by nearest neighbour.
 """
@@ -14,11 +14,12 @@ import torch
 from torch.utils.data import Dataset
 
 from decseg.config import DataConfig
-from decseg.data.imageio import IMAGE_EXTENSIONS, image_size, is_ignorable, is_image_name, read_image, read_mask
+from decseg.data.imageio import image_size, read_image, read_mask
 from decseg.data.layout import DatasetLayout, Item
 from decseg.data.sampler import sample_seed
 from decseg.data.transforms import color_jitter, geometric, image_to_tensor, resize_image, resize_mask
 from decseg.errors import ConfigError, DataError
+from decseg.files import IMAGE_EXTENSIONS, index_by_stem
 
 
 @contextmanager
@@ -125,18 +126,8 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder of images")
-    files, seen = [], {}
-    for p in sorted(folder.iterdir()):
-        if p.is_dir() or is_ignorable(p):
-            continue
-        if not is_image_name(p):
-            raise DataError(f"{p}: not an image file (supported: {', '.join(IMAGE_EXTENSIONS)}); "
-                            f"move it out of {folder}")
-        if p.stem in seen:  # both would be written as STEM.png, one over the other
-            raise DataError(f"{folder}: {seen[p.stem].name} and {p.name} have the same name; predictions "
-                            f"are saved as NAME.png, so rename or move one of them")
-        seen[p.stem] = p
-        files.append(p)
+    files = list(index_by_stem(folder, "images", fix="predictions are saved as NAME.png, so rename or "
+                                                     "move one of them").values())
     if not files:
         raise DataError(f"{folder}: contains no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return files
@@ -169,18 +160,9 @@ class EvalDataset(Dataset):
 
     @staticmethod
     def _from_paths(paths: Sequence[str | Path]) -> list[Item]:
-        items, seen = [], {}
-        for p in map(Path, paths):
-            if not p.is_file():
-                raise DataError(f"{p}: image file not found")
-            if not is_image_name(p):
-                raise DataError(f"{p}: not an image file (supported: {', '.join(IMAGE_EXTENSIONS)})")
-            if p.stem in seen:
-                raise DataError(f"{p}: same name as {seen[p.stem]}; predictions are saved by name, "
-                                f"so names must be unique")
-            seen[p.stem] = p
-            items.append(Item(p.stem, p, None))
-        return items
+        index = index_by_stem(None, "images", paths=paths,
+                              fix="predictions are saved by name, so rename one of them")
+        return [Item(stem, p, None) for stem, p in index.items()]
 
     def __len__(self) -> int:
         return len(self.items)

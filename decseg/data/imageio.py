@@ -19,20 +19,8 @@ from PIL import Image
 
 from decseg.errors import DataError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
+# Which files are images at all: decseg.files.IMAGE_EXTENSIONS (all of them are read here).
 TIFF_EXTENSIONS = (".tif", ".tiff")
-# Files that are never images and never worth a complaint.
-IGNORED_NAMES = ("thumbs.db", "desktop.ini")
-
-
-def is_image_name(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def is_ignorable(path: str | Path) -> bool:
-    """Hidden files and OS clutter (.DS_Store, Thumbs.db) that folders of images often contain."""
-    name = Path(path).name
-    return name.startswith(".") or name.lower() in IGNORED_NAMES
 
 
 def _fail(path: Path, why: str) -> DataError:

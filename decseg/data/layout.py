@@ -1,4 +1,4 @@
-"""The on-disk dataset layout (DESIGN.md section 7), read and validated.
+"""The on-disk dataset layout (docs/DATA.md), read and validated.
 
     DATA/dataset.yaml                 name, channels, classes, size (+ provenance)
     DATA/train/images/ID.EXT          the training pool (labeled + unlabeled)
@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from decseg.data.imageio import IMAGE_EXTENSIONS, is_ignorable, is_image_name
 from decseg.errors import DataError
+from decseg.files import index_by_stem
 
 REQUIRED_KEYS = {"name": str, "channels": int, "classes": int, "size": int}
 
@@ -29,28 +29,6 @@ class Item:
     id: str
     image: Path
     mask: Path | None
-
-
-def index_folder(folder: Path, what: str = "images") -> dict[str, Path]:
-    """Map stem -> file for the image files of ``folder``.
-
-    Hidden files and OS clutter are skipped; any other non-image file, or two files with the
-    same stem (``a.png`` and ``a.jpg``), is a DataError naming them.
-    """
-    index: dict[str, Path] = {}
-    if not folder.is_dir():
-        return index
-    for p in sorted(folder.iterdir()):
-        if is_ignorable(p) or p.is_dir():
-            continue
-        if not is_image_name(p):
-            raise DataError(f"{p}: not an image file among the {what} of {folder} "
-                            f"(supported: {', '.join(IMAGE_EXTENSIONS)}); move it elsewhere")
-        if p.stem in index:
-            raise DataError(f"{folder}: two {what} share the name {p.stem!r} ({index[p.stem].name} and "
-                            f"{p.name}); keep one of them")
-        index[p.stem] = p
-    return index
 
 
 def read_utf8(path: Path) -> str:
@@ -137,8 +115,8 @@ class DatasetLayout:
 
     def _index(self, split: str) -> dict[str, Item]:
         base = self._split_dir(split)
-        images = index_folder(base / "images", "images")
-        masks = index_folder(base / "masks", "masks") if (base / "masks").is_dir() else {}
+        images = index_by_stem(base / "images", "images") if (base / "images").is_dir() else {}
+        masks = index_by_stem(base / "masks", "masks") if (base / "masks").is_dir() else {}
         return {i: Item(i, p, masks.get(i)) for i, p in images.items()}
 
     def _read_split(self, which: str) -> list[str]:

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from decseg.errors import DataError
+from decseg.files import IMAGE_EXTENSIONS, index_by_stem, is_image_name
 from decseg.metrics import extras, measures
 from decseg.metrics.matlab import im2double, imresize, mapminmax01
-from decseg.metrics.readers import IMAGE_EXTS, gt_to_mask, prediction_channel, read_gt, read_prediction
+from decseg.metrics.readers import gt_to_mask, prediction_channel, read_gt, read_prediction
 
 # The 13 numbers of the MATLAB toolbox, in its order.
 TOOLBOX_KEYS = ("meanDic", "meanIoU", "wFm", "Sm", "meanEm", "MAE", "maxEm", "maxDice", "maxIoU",
@@ -142,17 +143,6 @@ def binary_mean_dice(pred_bool: np.ndarray, gt_bool: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- files
-def _index_by_stem(folder: Path, exts: tuple[str, ...], what: str) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."):
-            if p.stem in found:
-                raise DataError(f"{folder}: two {what} files share the name {p.stem!r} "
-                                f"({found[p.stem].name}, {p.name}); keep one")
-            found[p.stem] = p
-    return found
-
-
 def _evaluate_files(pred_path: str, gt_path: str) -> ImageRecord:
     pred, pred_notes = read_prediction(pred_path)
     gt, gt_notes = read_gt(gt_path)
@@ -196,10 +186,11 @@ def evaluate_records(pred_dir: str | Path, gt_dir: str | Path, workers: int | No
         raise DataError(f"GT folder {gt_dir} does not exist")
     if not pred_dir.is_dir():
         raise DataError(f"prediction folder {pred_dir} does not exist")
-    gts = _index_by_stem(gt_dir, IMAGE_EXTS, "GT")
+    # Other files (a README, a .mat) are passed over.
+    gts = index_by_stem(gt_dir, "GT files", strict=False)
     if not gts:
-        raise DataError(f"GT folder {gt_dir} holds no images ({', '.join(IMAGE_EXTS)})")
-    preds = _index_by_stem(pred_dir, IMAGE_EXTS, "prediction")
+        raise DataError(f"GT folder {gt_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    preds = index_by_stem(pred_dir, "prediction files", strict=False)
     missing = [s for s in gts if s not in preds]
     if missing:
         names = ", ".join(f"{s}.png" for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -237,7 +228,7 @@ def find_sets(pred_root: str | Path, gt_root: str | Path) -> dict[str, tuple[Pat
         raise DataError(f"GT folder {gt_root} does not exist")
 
     def has_images(d: Path) -> bool:
-        return any(p.is_file() and p.suffix.lower() in IMAGE_EXTS for p in d.iterdir())
+        return any(p.is_file() and is_image_name(p) for p in d.iterdir())
 
     if has_images(gt_root) or (gt_root / "masks").is_dir():
         mask_dir = gt_root if has_images(gt_root) else gt_root / "masks"

@@ -15,8 +15,6 @@ from PIL import Image
 from decseg.errors import DataError
 from decseg.metrics.matlab import rgb2gray
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
 
 def _png_bit_depth(path: Path) -> tuple[int, int] | None:
     """(bit depth, colour type) from a PNG's IHDR chunk, or None for other files."""
@@ -25,6 +23,16 @@ def _png_bit_depth(path: Path) -> tuple[int, int] | None:
     if head[:8] != b"\x89PNG\r\n\x1a\n" or len(head) < 26:
         return None
     return head[24], head[25]
+
+
+def _pnm_maxval(path: Path) -> tuple[bytes, int] | None:
+    """(magic, maxval) from a PPM/PGM header (``P2``, ``P3``, ``P5``, ``P6``), or None for other files."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head[:2] not in (b"P2", b"P3", b"P5", b"P6"):
+        return None
+    words = b" ".join(line.split(b"#")[0] for line in head[2:].splitlines()).split()
+    return (head[:2], int(words[2])) if len(words) >= 3 and words[2].isdigit() else None
 
 
 def imread(path: str | Path) -> tuple[np.ndarray, bool]:
@@ -43,6 +51,11 @@ def imread(path: str | Path) -> tuple[np.ndarray, bool]:
             # Pillow silently reduces 16-bit colour/alpha PNGs to 8 bits; MATLAB would not.
             raise DataError(f"{path}: 16-bit colour or grey+alpha PNGs are not supported; "
                             f"save it as 8-bit, or as 16-bit greyscale without alpha")
+        pnm = _pnm_maxval(path)
+        if pnm is not None and pnm[0] in (b"P3", b"P6") and pnm[1] > 255:
+            # Pillow reduces 16-bit PPMs to 8 bits as well.
+            raise DataError(f"{path}: 16-bit colour PPMs are not supported; save it as 8-bit, "
+                            f"or as a 16-bit greyscale PGM or PNG")
         with Image.open(path) as img:
             img.load()
             mode = img.mode
@@ -56,7 +69,7 @@ def imread(path: str | Path) -> tuple[np.ndarray, bool]:
                 raise DataError(f"{path}: unsupported image mode {mode!r}; "
                                 f"save it as greyscale or RGB PNG")
             arr = np.asarray(img)
-            if mode == "I" and depth is not None:  # 16-bit greyscale PNG on older Pillow
+            if mode == "I" and img.format in ("PNG", "PPM"):  # 16-bit grey PGM (and PNG on older Pillow)
                 arr = arr.astype(np.uint16)
             elif arr.dtype.byteorder == ">":
                 arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -110,7 +123,7 @@ def read_gt(path: str | Path) -> tuple[np.ndarray, list[str]]:
     arr, palette = imread(path)
     notes = []
     if palette:
-        notes.append(f"{path.name}: palette PNG; like MATLAB's imread the toolbox reads its "
+        notes.append(f"{path.name}: palette image; like MATLAB's imread the toolbox reads its "
                      f"palette indices, not its colours (foreground = index > 128)")
     return arr, notes
 
@@ -121,7 +134,7 @@ def read_prediction(path: str | Path) -> tuple[np.ndarray, list[str]]:
     arr, palette = imread(path)
     notes = []
     if palette:
-        notes.append(f"{path.name}: palette PNG prediction; its indices are used, as MATLAB would")
+        notes.append(f"{path.name}: palette prediction; its indices are used, as MATLAB would")
     try:
         return prediction_channel(arr), notes
     except ValueError as e:

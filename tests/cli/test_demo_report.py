@@ -6,7 +6,8 @@ import json
 import numpy as np
 from PIL import Image
 
-from decseg.cli.report import binary_dice, metric_table, plot_curves, plot_grid, read_log
+from decseg.cli.report import metric_table, plot_curves, plot_grid, read_log
+from decseg.metrics.extras import overlap_at_half
 
 
 def test_read_log_splits_training_and_validation_rows_and_skips_a_cut_line(tmp_path):
@@ -30,13 +31,21 @@ def test_metric_table_bolds_the_better_method_and_lower_mae():
     assert lines[3] == "| MAE (lower is better) | **0.1000** | 0.2000 |"
 
 
-def test_binary_dice_and_grid(tmp_path):
+def test_metric_table_writes_missing_and_nan_as_n_a():
+    results = {"a": {"s": {"meanDic": float("nan")}}, "b": {"s": {"meanDic": 0.25}}, "c": {"t": {}}}
+    lines = metric_table(results, keys=("meanDic",)).splitlines()
+    assert lines[0] == "| metric | a (s) | b (s) | c (s) | a (t) | b (t) | c (t) |"
+    assert lines[1] == "|---|---:|---:|---:|---:|---:|---:|"
+    assert lines[2] == "| meanDic | n/a | 0.2500 | n/a | n/a | n/a | n/a |"  # one finite value: none bold
+
+
+def test_grid_label_dice_and_grid(tmp_path):
     a = np.zeros((4, 4), bool)
     b = a.copy()
-    assert binary_dice(a, b) == 1.0  # both empty: a correct empty prediction
+    assert overlap_at_half(a, b)[0] == 1.0  # both empty: a correct empty prediction
     a[:2] = True
     b[1:3] = True
-    assert binary_dice(a, b) == 0.5
+    assert overlap_at_half(a, b)[0] == 0.5
     rows = [{"image": np.full((8, 8, 3), 90, np.uint8), "gt": a.astype(np.uint8) * 255, "gt__label": "x"}]
     png = plot_grid(rows, tmp_path / "grid.png", ["image", "gt"])
     assert np.asarray(Image.open(png)).std() > 0

@@ -13,7 +13,8 @@ from PIL import Image
 
 from decseg.cli.main import main as cli
 from decseg.data.layout import DatasetLayout
-from decseg.data.prepare import Checked, Pair, _carve, prepare_dataset
+from decseg.data.prepare import prepare_dataset
+from decseg.data.prepare.common import Checked, Pair, _carve
 from decseg.data.imageio import read_mask
 from decseg.errors import DataError, DecsegError
 

@@ -1,13 +1,8 @@
-"""Build the dataset layout from the public benchmark downloads.
+"""What every source shares: pairing the files found, checking and staging each pair,
+assigning splits and writing the layout (docs/DATA.md).
 
-Tasks: ``polyp`` (PraNet TrainDataset/TestDataset, or raw Kvasir-SEG / CVC-ClinicDB),
-``isic2018`` (task 1, seeded 80/20 train/test), ``lgg`` (kaggle_3m, split by patient) and
-``folder`` (SRC/images + SRC/masks). docs/DATA.md documents what each accepts.
-
-Every image/mask pair is decoded and checked once. Problems (unreadable file, image without
-mask or the reverse, size mismatch) are collected; without ``skip_bad`` they stop the run
-with a DataError listing them, with it they are left out and listed in
-``DATA/prepare_report.json``. Everything is written into a temp folder renamed at the end.
+A source module (polyp, isic2018, lgg, folder) scans its download into a :class:`Found`
+with the helpers here and states its :class:`SourceSettings`; :func:`build` does the rest.
 """
 from __future__ import annotations
 
@@ -18,23 +13,18 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterable
 
 import yaml
 from PIL import Image
 
-from decseg.data.imageio import (IMAGE_EXTENSIONS, is_ignorable, is_image_name, read_image, read_mask,
-                                 read_raw, write_image_png, write_mask_png)
+from decseg.data.imageio import read_image, read_mask, read_raw, write_image_png, write_mask_png
 from decseg.data.splits import Amount, labeled_split, parse_amount, take, write_id_list
 from decseg.errors import DataError
+from decseg.files import index_by_stem, is_ignorable
 from decseg.io import atomic_dir
 
-TASKS = ("polyp", "isic2018", "lgg", "folder")
-# Input size S recorded in dataset.yaml (the paper's sizes).
-SIZES = {"polyp": 352, "isic2018": 352, "lgg": 256, "folder": 352}
-DEFAULT_VAL = {"polyp": 0.05, "isic2018": 0.05, "lgg": 0.1, "folder": 0.1}
-DEFAULT_TEST = {"polyp": 0.1, "isic2018": 0.2, "lgg": 0.2, "folder": 0.0}
-PAPER_TEST = {"lgg": 0.25}  # --protocol paper: LGG lesion slices, 75% pool (~1,030 slices)
 KEEP_FORMATS = (".png", ".jpg", ".jpeg", ".bmp")  # copied byte for byte when 8-bit grey/RGB
 MAX_LISTED = 20
 
@@ -60,29 +50,32 @@ class Found:
     carve_tests: dict[str, list[Pair]] = field(default_factory=dict)  # pools to split a test set from
 
 
+@dataclass(frozen=True)
+class SourceSettings:
+    """A source's defaults and the way its splits are made."""
+
+    size: int  # input size S recorded in dataset.yaml (the paper's)
+    val: float  # default --val: part of the training pool kept for validation
+    test: float  # default --test: part carved for testing where the download has no test split
+    paper_test: float | None = None  # --test under --protocol paper, where it differs
+    paper_only_lesion: bool = False  # --protocol paper keeps only the images with a lesion
+    by_patient: bool = False  # val and test take whole patients (Pair.group), never single images
+    test_from_pool: bool = False  # --test carves test/test from the pool when no test sets are given
+
+
 # -- scanning the download ---------------------------------------------------------------
-def _image_files(folder: Path, ignored: list[str]) -> dict[str, Path]:
-    """stem -> image file; non-image files are noted in ``ignored``; duplicate stems are an error."""
-    out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_dir():
-            continue
-        if is_ignorable(p) or not is_image_name(p):
-            ignored.append(str(p))
-            continue
-        if p.stem in out:
-            raise DataError(f"{folder}: {out[p.stem].name} and {p.name} have the same name with different "
-                            f"extensions; keep one of them (the ID must be unique)")
-        out[p.stem] = p
-    return out
+def image_files(folder: Path, ignored: list[str]) -> dict[str, Path]:
+    """stem -> image file; other files are noted in ``ignored``; duplicate stems are an error."""
+    return index_by_stem(folder, "files", strict=False, skipped=ignored,
+                         fix="keep one of them (the ID must be unique)")
 
 
 def pair_folders(images: Path, masks: Path, ignored: list[str], mask_suffix: str = "",
                  group: str | None = None) -> list[Pair]:
     """Match ``images/ID.*`` with ``masks/ID{mask_suffix}.*``; unmatched files become half pairs."""
-    imgs = _image_files(images, ignored)
+    imgs = image_files(images, ignored)
     msks: dict[str, Path] = {}
-    for stem, p in _image_files(masks, ignored).items():
+    for stem, p in image_files(masks, ignored).items():
         if mask_suffix and not stem.endswith(mask_suffix):
             ignored.append(str(p))
             continue
@@ -98,12 +91,13 @@ def _child(folder: Path, *names: str) -> Path | None:
     return None
 
 
-def _images_masks(folder: Path) -> tuple[Path, Path] | None:
+def images_masks(folder: Path) -> tuple[Path, Path] | None:
+    """The image and mask folders inside ``folder`` (images/ and masks/, or a usual variant), or None."""
     im, mk = _child(folder, "images", "image", "Images"), _child(folder, "masks", "mask", "Masks")
     return (im, mk) if im and mk else None
 
 
-def _search(src: Path, test: Callable[[Path], bool], depth: int = 2) -> list[Path]:
+def find_folders(src: Path, test: Callable[[Path], bool], depth: int = 2) -> list[Path]:
     """Folders under ``src`` (itself included, up to ``depth`` levels) for which ``test`` holds."""
     found, level = [], [src]
     for _ in range(depth + 1):
@@ -115,101 +109,6 @@ def _search(src: Path, test: Callable[[Path], bool], depth: int = 2) -> list[Pat
                 nxt += sorted(p for p in d.iterdir() if p.is_dir() and not is_ignorable(p))
         level = nxt
     return found
-
-
-def scan_polyp(src: Path) -> Found:
-    ignored: list[str] = []
-    train_dirs = _search(src, lambda d: d.name == "TrainDataset" and _images_masks(d) is not None, 1)
-    if train_dirs:
-        train_dir = train_dirs[0]
-        im, mk = _images_masks(train_dir)  # type: ignore[misc]
-        found = Found(pair_folders(im, mk, ignored), source="PraNet TrainDataset/TestDataset")
-        test_root = train_dir.parent / "TestDataset"
-        if test_root.is_dir():
-            for d in sorted(test_root.iterdir()):
-                if d.is_dir() and _images_masks(d):
-                    found.tests[d.name] = pair_folders(*_images_masks(d), ignored)  # type: ignore[misc]
-        found.ignored = ignored
-        return found
-    # Raw downloads: Kvasir-SEG (images/, masks/) and CVC-ClinicDB (Original/, Ground Truth/).
-    kvasir = _search(src, lambda d: _images_masks(d) is not None)
-    clinic = _search(src, lambda d: (d / "Original").is_dir() and (d / "Ground Truth").is_dir())
-    if not kvasir and not clinic:
-        raise DataError(
-            f"{src}: no polyp data found. Expected the PraNet split (TrainDataset/{{images,masks}} and "
-            f"TestDataset/SET/{{images,masks}}), or raw Kvasir-SEG (images/, masks/) and/or "
-            f"CVC-ClinicDB (Original/, Ground Truth/) folders; see docs/DATA.md")
-    found = Found([], source="raw Kvasir-SEG / CVC-ClinicDB (seeded 90/10 train/test per source)")
-    # The first (shallowest) match of each kind is used; others are listed as ignored.
-    if kvasir:
-        found.carve_tests["Kvasir"] = pair_folders(*_images_masks(kvasir[0]), ignored)  # type: ignore[misc]
-    if clinic:
-        found.carve_tests["CVC-ClinicDB"] = pair_folders(clinic[0] / "Original", clinic[0] / "Ground Truth",
-                                                         ignored)
-    ignored += [str(d) for d in kvasir[1:] + clinic[1:]]
-    found.ignored = ignored
-    return found
-
-
-def scan_isic(src: Path) -> Found:
-    ignored: list[str] = []
-    inputs = _search(src, lambda d: d.name == "ISIC2018_Task1-2_Training_Input", 2)
-    truths = _search(src, lambda d: d.name == "ISIC2018_Task1_Training_GroundTruth", 2)
-    if not inputs or not truths:
-        raise DataError(f"{src}: expected ISIC2018_Task1-2_Training_Input/ (ISIC_*.jpg) and "
-                        f"ISIC2018_Task1_Training_GroundTruth/ (ISIC_*_segmentation.png); see docs/DATA.md")
-    pairs = pair_folders(inputs[0], truths[0], ignored, mask_suffix="_segmentation")
-    return Found([], ignored=ignored, source="ISIC 2018 task 1 training set (seeded 80/20 train/test)",
-                 carve_tests={"isic2018": pairs})
-
-
-def scan_lgg(src: Path) -> Found:
-    ignored: list[str] = []
-    found = _search(src, lambda d: any(p.name.endswith("_mask.tif") for p in d.iterdir()), 3)
-    # The Kaggle archive holds kaggle_3m/ twice (also under lgg-mri-segmentation/): keep the
-    # shallowest copy of each patient.
-    patients, seen = [], set()
-    for d in found:
-        if d.name in seen:
-            ignored.append(str(d))
-            continue
-        seen.add(d.name)
-        patients.append(d)
-    if not patients:
-        raise DataError(f"{src}: no LGG patient folders found (folders with *_N.tif slices and "
-                        f"*_N_mask.tif masks, as in kaggle_3m/); see docs/DATA.md")
-    pairs: list[Pair] = []
-    for d in patients:
-        imgs: dict[str, Path] = {}
-        msks: dict[str, Path] = {}
-        for stem, p in _image_files(d, ignored).items():
-            if stem.endswith("_mask"):
-                msks[stem[:-5]] = p
-            else:
-                imgs[stem] = p
-        pairs += [Pair(i, imgs.get(i), msks.get(i), d.name) for i in sorted(set(imgs) | set(msks))]
-    return Found([], ignored=ignored, source="LGG kaggle_3m (split by patient)", carve_tests={"lgg": pairs})
-
-
-def scan_folder(src: Path) -> Found:
-    ignored: list[str] = []
-    im_mk = _images_masks(src)
-    if im_mk is None:
-        raise DataError(f"{src}: expected {src}/images and {src}/masks with matching file names")
-    found = Found(pair_folders(*im_mk, ignored), source=f"folder {src}")
-    test_root = src / "test"
-    if test_root.is_dir():
-        for d in sorted(test_root.iterdir()):
-            if d.is_dir():
-                sub = _images_masks(d)
-                if sub is None:
-                    raise DataError(f"{d}: a test set needs images/ and masks/ folders")
-                found.tests[d.name] = pair_folders(*sub, ignored)
-    found.ignored = ignored
-    return found
-
-
-SCANNERS = {"polyp": scan_polyp, "isic2018": scan_isic, "lgg": scan_lgg, "folder": scan_folder}
 
 
 # -- checking and staging ----------------------------------------------------------------
@@ -366,10 +265,10 @@ def _good(checked: Iterable[Checked]) -> list[Checked]:
     return [c for c in checked if not c.problem]
 
 
-def _assign_splits(task: str, checked_train: list[Checked], checked_carve: dict[str, list[Checked]],
-                   has_tests: bool, labeled: Amount, val: Amount, test: Amount, seed: int,
-                   only_lesion: bool) -> Splits:
-    by_group = task == "lgg"
+def _assign_splits(settings: SourceSettings, checked_train: list[Checked],
+                   checked_carve: dict[str, list[Checked]], has_tests: bool, labeled: Amount, val: Amount,
+                   test: Amount, seed: int, only_lesion: bool) -> Splits:
+    by_group = settings.by_patient
     dropped = 0
     pool = _good(checked_train)
     tests: dict[str, list[Checked]] = {}
@@ -380,8 +279,8 @@ def _assign_splits(task: str, checked_train: list[Checked], checked_carve: dict[
             cs = [c for c in cs if c.lesion]
         tests[name], rest = _carve(cs, test, seed, "test", "--test", by_group)
         pool = pool + rest
-    if task == "folder" and test and not has_tests:
-        tests["test"], pool = _carve(pool, test, seed, "test", "--test", False)
+    if settings.test_from_pool and test and not has_tests:
+        tests["test"], pool = _carve(pool, test, seed, "test", "--test", by_group)
     val_items, train_items = _carve(pool, val, seed, "val", "--val", by_group) if val else ([], pool)
     lab, unl, note = labeled_split([c.pair.id for c in train_items], labeled, seed, base=len(pool))
     if not lab:
@@ -404,27 +303,26 @@ def _staging(folder: Path) -> Path:
     return folder
 
 
-def prepare_dataset(task: str, src: str | Path, out: str | Path, labeled: Amount | str = 0.1,
-                    val: Amount | str | None = None, test: Amount | str | None = None, seed: int = 1337,
-                    skip_bad: bool = False, only_lesion: bool = False, protocol: str = "standard",
-                    workers: int = 4, overwrite: bool = False) -> dict[str, Any]:
-    """Build ``out`` from the download at ``src``; returns the report written to prepare_report.json."""
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+def build(source: ModuleType, task: str, src: str | Path, out: str | Path, *, labeled: Amount | str,
+          val: Amount | str | None, test: Amount | str | None, seed: int, skip_bad: bool, only_lesion: bool,
+          protocol: str, workers: int, overwrite: bool) -> dict[str, Any]:
+    """``prepare_dataset`` for one source module (its ``scan`` and ``SETTINGS``)."""
+    settings: SourceSettings = source.SETTINGS
     if protocol not in ("standard", "paper"):
         raise DataError(f"--protocol {protocol!r}: choose standard or paper")
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DataError(f"--src {src}: folder not found")
     labeled = parse_amount(labeled, "--labeled")
-    val = DEFAULT_VAL[task] if val is None else parse_amount(val, "--val")
+    val = settings.val if val is None else parse_amount(val, "--val")
     if test is None:
-        test = PAPER_TEST.get(task, DEFAULT_TEST[task]) if protocol == "paper" else DEFAULT_TEST[task]
+        paper = protocol == "paper" and settings.paper_test is not None
+        test = settings.paper_test if paper else settings.test
     test = parse_amount(test, "--test")
-    if protocol == "paper" and task == "lgg":
+    if protocol == "paper" and settings.paper_only_lesion:
         only_lesion = True
 
-    found = SCANNERS[task](src)
+    found = source.scan(src)
     _check_unique_ids(found, src)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         # Every good pair is written once into a staging folder, then moved to its split.
@@ -439,7 +337,7 @@ def prepare_dataset(task: str, src: str | Path, out: str | Path, labeled: Amount
         bad = [c for c in all_checked if c.problem]
         _fail_or_skip(bad, src, skip_bad, out)
 
-        sp = _assign_splits(task, checked_train, checked_carve, bool(found.tests), labeled, val, test,
+        sp = _assign_splits(settings, checked_train, checked_carve, bool(found.tests), labeled, val, test,
                             seed, only_lesion)
         _move(stage, sp.train, tmp / "train")
         if sp.val:
@@ -457,7 +355,7 @@ def prepare_dataset(task: str, src: str | Path, out: str | Path, labeled: Amount
         write_id_list(tmp / "splits" / "val.txt", sorted(c.pair.id for c in sp.val))
         test_counts = {name: len(cs) for name, cs in sp.tests.items()}
         test_counts.update({name: len(_good(cs)) for name, (_, cs) in checked_tests.items()})
-        by_group = task == "lgg"
+        by_group = settings.by_patient
         if by_group:
             groups = {"train": sorted({c.pair.group for c in sp.train}),
                       "val": sorted({c.pair.group for c in sp.val}),
@@ -465,7 +363,7 @@ def prepare_dataset(task: str, src: str | Path, out: str | Path, labeled: Amount
             (tmp / "splits" / "patients.json").write_text(json.dumps(groups, indent=1), encoding="utf-8")
 
         info = {
-            "name": task, "channels": 3, "classes": 2, "size": SIZES[task],
+            "name": task, "channels": 3, "classes": 2, "size": settings.size,
             "task": task, "source": found.source, "src": str(src), "seed": seed, "protocol": protocol,
             "train_pool": sp.pool_size, "labeled": len(sp.labeled), "unlabeled": len(sp.unlabeled),
             "labeled_request": sp.labeled_note, "val": len(sp.val),
@@ -490,6 +388,3 @@ def prepare_dataset(task: str, src: str | Path, out: str | Path, labeled: Amount
         (tmp / "prepare_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False),
                                                  encoding="utf-8")
     return report
-
-
-__all__ = ["prepare_dataset", "TASKS", "IMAGE_EXTENSIONS"]

@@ -13,7 +13,9 @@ import argparse
 import torch
 
 from decseg.config import load_config
-from decseg.cli.benchmarking import build_train_step, resolve_device
+from decseg.accel.device import resolve_device
+from decseg.cli.benchmarking import build_train_step
+from levers import LEVERS, lever_adjustment  # benchmarks/levers.py, beside this script
 
 
 def main() -> None:
@@ -23,7 +25,7 @@ def main() -> None:
     p.add_argument("--size", type=int)
     p.add_argument("--batch-labeled", type=int)
     p.add_argument("--batch-unlabeled", type=int)
-    p.add_argument("--lever", action="append", default=[])
+    p.add_argument("--lever", action="append", default=[], choices=sorted(LEVERS))
     p.add_argument("--rows", type=int, default=30)
     p.add_argument("--shapes", action="store_true", help="group by input shapes too")
     a = p.parse_args()
@@ -36,7 +38,7 @@ def main() -> None:
         overrides.append(f"train.batch_unlabeled={a.batch_unlabeled}")
     cfg = load_config(a.config, overrides)
     device = resolve_device(cfg.train.device)
-    ts = build_train_step(cfg, device, levers=a.lever)
+    ts = build_train_step(cfg, device, adjust=lever_adjustment(a.lever, cfg) if a.lever else None)
     ts.step()  # warm-up: optimizer state, weight casts, oneDNN primitive caches
     acts = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":

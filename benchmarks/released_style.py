@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from decseg.config import Config, load_config
+from decseg.accel.device import resolve_device
 from decseg.cli import benchmarking as bench
 
 # ----------------------------------------------------------------- losses (DESIGN.md section 2)
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             overrides.append(f"{key}={value}")
     cfg = load_config(args.config, overrides)
-    device = bench.resolve_device(args.device)
+    device = resolve_device(args.device)
     if args.what == "train":
         result = benchmark_released_train(cfg, args.steps, args.warmup, device)
         print(f"released-style train step: {result['step_seconds']:.3f} s; "

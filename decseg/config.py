@@ -7,6 +7,7 @@ the expected type, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -17,9 +18,18 @@ from typing import Any, Union
 import yaml
 
 from decseg.errors import ConfigError
-from decseg.accel.malloc import CPU_MEMORY_MODES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+
+# The choice lists of the string settings. The packages that implement a choice read its list
+# from here (e.g. decseg.methods registers exactly METHODS), so each list has one owner.
+INTERPOLATIONS = ("area", "bilinear", "parity")
+METHODS = ("decseg", "supervised", "meanteacher")
+TRAIN_AMP = ("off", "bf16", "fp16")
+PREDICT_AMP = ("off", "bf16")
+CONV_WEIGHT_GRAD = ("auto", "gemm", "native")
+#: train.cpu_memory besides auto (decseg/accel/malloc.py says what each does)
+CPU_MEMORY_MODES = ("cache", "return", "reuse", "system")
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -102,7 +112,7 @@ class TrainConfig:
     # weight gradient of the >=1024-channel 3x3 convs: gemm (one matrix product, 5-9x faster on
     # CPUs in bf16), native (the library kernel), auto (gemm on CPU, native on CUDA)
     conv_weight_grad: str = "auto"
-    # CPU: what malloc does with the blocks a step frees (decseg/utils/memory.py). return: give
+    # CPU: what malloc does with the blocks a step frees (decseg/accel/malloc.py). return: give
     # them back at once (peak RSS follows the memory in use, page faults on re-allocation);
     # reuse: keep and reuse them (no faults, RSS = high-water mark); system: glibc's defaults.
     # auto: return under bf16 for models above 100 M parameters (paper model: 6.4 vs 7.1+ GiB),
@@ -119,6 +129,7 @@ class PredictConfig:
     batch_size: int = 8
     tta: bool = False  # horizontal-flip test-time augmentation
     amp: str = "off"  # off | bf16
+    channels_last: bool = True  # NHWC tensors (fp32 NHWC and NCHW predict equally fast at 352)
 
 
 @dataclass
@@ -130,9 +141,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def dump(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def validate(self) -> "Config":
         """Check values that types alone cannot; raises ConfigError with what to do."""
@@ -146,11 +154,11 @@ class Config:
             raise ConfigError(f"data.channels={d.channels} must be >= 1")
         if d.classes < 2:
             raise ConfigError(f"data.classes={d.classes} must be >= 2 (background + lesion)")
-        _choice("data.interpolation", d.interpolation, ("area", "bilinear", "parity"))
-        _choice("train.method", t.method, ("decseg", "supervised", "meanteacher"))
-        _choice("train.amp", t.amp, ("off", "bf16", "fp16"))
-        _choice("predict.amp", self.predict.amp, ("off", "bf16"))
-        _choice("train.conv_weight_grad", t.conv_weight_grad, ("auto", "gemm", "native"))
+        _choice("data.interpolation", d.interpolation, INTERPOLATIONS)
+        _choice("train.method", t.method, METHODS)
+        _choice("train.amp", t.amp, TRAIN_AMP)
+        _choice("predict.amp", self.predict.amp, PREDICT_AMP)
+        _choice("train.conv_weight_grad", t.conv_weight_grad, CONV_WEIGHT_GRAD)
         _choice("train.cpu_memory", t.cpu_memory, ("auto", *CPU_MEMORY_MODES))
         for key in ("channels_last", "optimizer_in_backward"):
             value = getattr(t, key)
@@ -168,12 +176,25 @@ class Config:
                 "train.cc=true needs train.spc=true: the generators reconstruct from the "
                 "perturbed pass. Set train.cc=false too, or train.spc=true."
             )
-        if t.iterations < 1:
-            raise ConfigError(f"train.iterations={t.iterations} must be >= 1")
-        if t.lr <= 0:
-            raise ConfigError(f"train.lr={t.lr} must be > 0")
-        if t.batch_labeled < 1:
-            raise ConfigError(f"train.batch_labeled={t.batch_labeled} must be >= 1")
+        for key in ("iterations", "batch_labeled", "val_every", "log_every", "max_nonfinite"):
+            if getattr(t, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 1")
+        for key in ("batch_unlabeled", "image_every", "rampup", "seed"):
+            if getattr(t, key) < 0:
+                raise ConfigError(f"train.{key}={getattr(t, key)} must be >= 0")
+        for key in ("lr", "weight_decay", "consistency", "poly_power"):
+            value = getattr(t, key)
+            if not math.isfinite(value) or value < 0 or (key == "lr" and value == 0):
+                raise ConfigError(f"train.{key}={value} must be a finite number "
+                                  f"{'> 0' if key == 'lr' else '>= 0'}")
+        for key in ("momentum", "ema_decay"):
+            value = getattr(t, key)
+            if not 0 <= value < 1:  # also false for nan
+                raise ConfigError(f"train.{key}={value} must be in [0, 1)")
+        if d.num_workers < 0:
+            raise ConfigError(f"data.num_workers={d.num_workers} must be >= 0")
+        if self.predict.batch_size < 1:
+            raise ConfigError(f"predict.batch_size={self.predict.batch_size} must be >= 1")
         return self
 
 

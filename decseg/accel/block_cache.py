@@ -1,6 +1,6 @@
 """decseg's CPU block cache (``train.cpu_memory=cache``): build, install and read it.
 
-The allocator itself is ``cpu_cache.cpp`` next to this file (why it exists is written there). It
+The allocator itself is ``block_cache.cpp`` next to this file (why it exists is written there). It
 is compiled on first use with the system's C++ compiler against the installed torch's headers
 (about 2 s; no Python headers needed) into ``$DECSEG_BUILD_DIR`` or ``~/.cache/decseg/build``,
 keyed by the source, the torch version and the compiler, and loaded with ctypes. Where it cannot
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("cpu_cache.cpp")
+SOURCE = Path(__file__).with_name("block_cache.cpp")
 #: blocks from this size up are kept; smaller ones go to PyTorch's own malloc path
 MIN_BYTES = 1 << 20
 _COUNTERS = ("live", "cached", "high_water", "hits", "misses", "mapped", "unmapped")

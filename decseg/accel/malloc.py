@@ -5,7 +5,7 @@ and a training step frees and re-allocates gigabytes of activations, gradients a
 every iteration. What happens to those blocks decides both the resident memory and the time
 spent in page faults. Modes (``train.cpu_memory``):
 
-- ``cache``: decseg's own CPU allocator for blocks of 1 MiB and more (``cpu_cache.cpp``): freed
+- ``cache``: decseg's own CPU allocator for blocks of 1 MiB and more (``block_cache.cpp``): freed
   blocks are kept and reused (best fit, split and merged), but never beyond the high-water mark
   of memory in use, so the resident set peaks as with ``return`` and most page faults go (the
   paper model in bf16: ~4 M -> ~0.3 M faults per step at the same 6.4 GiB peak). It is compiled
@@ -27,7 +27,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-CPU_MEMORY_MODES = ("cache", "return", "reuse", "system")
+from decseg.config import CPU_MEMORY_MODES
 
 # mallopt parameters, from malloc.h
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4

@@ -25,13 +25,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="labeled samples per step (same as --set train.batch_labeled=N)")
     t.add_argument("--batch-unlabeled", type=int, default=None,
                    help="unlabeled samples per step (same as --set train.batch_unlabeled=N)")
-    t.add_argument("--lever", dest="levers", action="append", default=[], metavar="NAME",
-                   help="experimental speed/memory lever to measure on top of the trainer's step "
-                        "(repeatable): sgd_foreach, sgd_loop, concat_passes (changes BN "
-                        "statistics). The levers that paid off are config keys: "
-                        "train.conv_weight_grad, train.optimizer_in_backward, train.channels_last, "
-                        "train.cpu_memory; "
-                        "see docs/PERFORMANCE.md")
 
     q = sub.add_parser("predict", help="inference images per second",
                        description="Images per second of the prediction path (torch.inference_mode, "
@@ -71,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
 
     if args.what == "train":
-        result = bench.benchmark_train(cfg, steps=args.steps, warmup=args.warmup,
-                                       levers=args.levers)
+        result = bench.benchmark_train(cfg, steps=args.steps, warmup=args.warmup)
         line = (f"train step: {result['step_seconds']:.3f} s median of {args.steps} "
                 f"(S={result['size']}, batch {result['batch_labeled']}+{result['batch_unlabeled']}, "
                 f"amp={result['amp']}, channels_last={result['channels_last_resolved']}, "

@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from decseg.accel.device import resolve_device
 from decseg.config import Config
 from decseg.errors import ConfigError
 
@@ -46,14 +47,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but CUDA is not available here; use train.device=cpu")
-    return torch.device(name)
 
 
 def environment(device: torch.device) -> dict:
@@ -276,72 +269,43 @@ class BenchStep:
     iteration: int = 0
 
 
-LEVERS = {
-    # name: what it changes (none but the last changes the mathematics of the step); the levers
-    # that paid off are now config keys: train.conv_weight_grad, train.optimizer_in_backward,
-    # train.channels_last, train.cpu_memory (see docs/PERFORMANCE.md)
-    "sgd_foreach": "torch.optim.SGD(foreach=True): one multi-tensor kernel per op over all params",
-    "sgd_loop": "torch.optim.SGD(foreach=False, fused=False): the per-parameter loop (the released way)",
-    # this one CHANGES the mathematics: BatchNorm sees 1.5x the batch in one pass
-    "concat_passes": "clean and perturbed passes as one forward of cat[x, x_p(u)] (changes BN stats)",
-}
-_SGD_LEVERS = {"sgd_foreach": {"foreach": True}, "sgd_loop": {"foreach": False, "fused": False}}
-
-
 def build_train_step(cfg: Config, device: torch.device | None = None, seed: int = 0,
-                     levers: tuple[str, ...] | list[str] = ()) -> BenchStep:
+                     adjust: Callable[[object], Callable[[dict, dict | None], None] | None] | None = None
+                     ) -> BenchStep:
     """The project's training step exactly as ``decseg train`` builds and runs it
-    (``build_training`` + ``TrainStep``: model, checkpointing, GEMM weight gradients, method,
-    memory format, SGD, optimizer-in-backward, GradScaler, compile, poly lr, autocast, backward,
-    update, freed gradients, ``after_step``), minus data loading, logging, validation and
-    checkpoints.
+    (``build_training`` + ``TrainStep``: model, execution plan, method, SGD, GradScaler, compile,
+    poly lr, autocast, backward, update, freed gradients, ``after_step``), minus data loading,
+    logging, validation and checkpoints.
 
-    ``levers``: experimental changes from ``LEVERS`` to measure what they would bring; with
-    none, the step is exactly the trainer's.
+    ``adjust(parts)``: an experimental change to measure (benchmarks/levers.py), applied to the
+    built ``TrainingParts`` before the step is assembled; it may return a callable run before
+    each step with the step's batches. Without it, the step is exactly the trainer's.
     """
-    from decseg.methods import method_class
-    from decseg.train.step import TrainStep, build_training
     from decseg.io import seed_everything
+    from decseg.methods import check_method_config
+    from decseg.train.step import TrainStep, build_training
 
-    levers = tuple(levers)
-    unknown = [lv for lv in levers if lv not in LEVERS]
-    if unknown:
-        raise ConfigError(f"unknown benchmark lever(s) {', '.join(unknown)}; known: {', '.join(LEVERS)}")
-    sgd = [lv for lv in levers if lv in _SGD_LEVERS]
-    if len(sgd) > 1:
-        raise ConfigError(f"choose at most one optimizer lever, got {', '.join(sgd)}")
     t = cfg.train
     device = device or resolve_device(t.device)
-    method_class(cfg).check_config(cfg)
+    check_method_config(cfg)
     seed_everything(seed)
     parts = build_training(cfg, device)
-    if sgd:
-        if parts.optimizer_in_backward:
-            raise ConfigError(f"the {sgd[0]} lever replaces the optimizer; run it with "
-                              f"--set train.optimizer_in_backward=false")
-        params = [p for g in parts.optimizer.param_groups for p in g["params"]]
-        parts.optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum,
-                                          weight_decay=t.weight_decay, **_SGD_LEVERS[sgd[0]])
+    before_step = adjust(parts) if adjust is not None else None
     method = parts.method
-    concat = None
-    if "concat_passes" in levers:
-        concat = ConcatPasses(method.net)
-        method.net = concat
     if t.compile:
         method.net.compile()
     train_step = TrainStep(cfg, parts)
     method.train()
     semi = method.uses_unlabeled(cfg)
-    channels_last = parts.memory_format is torch.channels_last
-    labeled = synthetic_batch(cfg, t.batch_labeled, True, device, seed, channels_last)
-    unlabeled = (synthetic_batch(cfg, t.batch_unlabeled, False, device, seed + 1, channels_last)
+    labeled = synthetic_batch(cfg, t.batch_labeled, True, device, seed, parts.plan.channels_last)
+    unlabeled = (synthetic_batch(cfg, t.batch_unlabeled, False, device, seed + 1, parts.plan.channels_last)
                  if semi else None)
     bs = BenchStep(lambda: {}, device, method, parts.optimizer, labeled, unlabeled, parts.settings())
 
     def step() -> dict:
         it = bs.iteration
-        if concat is not None and unlabeled is not None:
-            concat.prime(unlabeled["image_p"], unlabeled["image_half_p"])
+        if before_step is not None:
+            before_step(labeled, unlabeled)
         bs.last_losses = train_step(labeled, unlabeled, it)
         bs.iteration = it + 1
         return bs.last_losses
@@ -350,46 +314,15 @@ def build_train_step(cfg: Config, device: torch.device | None = None, seed: int 
     return bs
 
 
-class ConcatPasses(torch.nn.Module):
-    """Experimental lever that changes the mathematics: the method's clean pass on
-    cat[labeled, unlabeled] and its perturbed pass on the unlabeled views run as ONE forward of
-    cat[clean, perturbed], so BatchNorm normalises over both passes together. The method's code
-    is unchanged: the first call computes both, the second call returns the cached half.
-    """
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-        self._pending: tuple | None = None
-        self._cached: tuple | None = None
-
-    def prime(self, x_p: torch.Tensor, x_half_p: torch.Tensor) -> None:
-        """Announce the perturbed views of this step before the clean pass runs."""
-        self._pending, self._cached = (x_p, x_half_p), None
-
-    def forward(self, x, x_half=None):
-        if self._cached is not None and x is self._cached[0]:
-            out, self._cached = self._cached[1], None
-            return out
-        if self._pending is None:
-            return self.net(x, x_half)
-        (x_p, x_half_p), self._pending = self._pending, None
-        n = x.shape[0]
-        out = self.net(torch.cat([x, x_p]), torch.cat([x_half, x_half_p]))
-        self._cached = (x_p, tuple(None if o is None else o[n:] for o in out))
-        return tuple(None if o is None else o[:n] for o in out)
-
-
 def benchmark_train(cfg: Config, steps: int = 3, warmup: int = 1, device: torch.device | None = None,
-                    seed: int = 0, levers: tuple[str, ...] | list[str] = ()) -> dict:
+                    seed: int = 0, adjust=None, profile: str = "project") -> dict:
     """Median seconds per training step after warm-up, and peak memory (see module doc)."""
     device = device or resolve_device(cfg.train.device)
-    ts = build_train_step(cfg, device, seed, levers)
+    ts = build_train_step(cfg, device, seed, adjust)
     timing = measure(ts.step, steps, warmup, device)
     return {
         "kind": "train",
-        "profile": "+".join(["project", *levers]),
-        "levers": list(levers),
+        "profile": profile,
         **timing.summary(),
         "steps": steps,
         "warmup": warmup,

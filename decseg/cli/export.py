@@ -16,7 +16,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from decseg.inference.predictor import export_onnx
+    from decseg.inference.export import export_onnx
 
     info = export_onnx(args.checkpoint, args.onnx, size=args.size, opset=args.opset,
                        tolerance=args.tolerance, dynamo=args.dynamo)

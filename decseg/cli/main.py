@@ -30,8 +30,9 @@ COMMANDS = [
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """The shared ``--config`` / ``--set key=value`` options."""
     p.add_argument("--config", default=None, help="YAML file or preset name (polyp, isic2018, lgg)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set model.encoder=resnet18 (repeatable)")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config keys, e.g. --set model.encoder=resnet18 train.amp=off "
+                        "(several after one flag, or the flag repeated)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,12 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS:
-        try:
-            mod = importlib.import_module(f"decseg.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"decseg.cli.{name}":
-                continue  # command not built yet
-            raise
+        mod = importlib.import_module(f"decseg.cli.{name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
         mod.add_parser(p)

@@ -24,7 +24,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def resolve_config(args: argparse.Namespace):
     """The config for this run: the stored one on --resume, else defaults + --config + --set."""
     from decseg import load_config
-    from decseg.train.checkpoint import architecture_differences
+    from decseg.inference.checkpoint import architecture_differences
     from decseg.errors import ConfigError
 
     run_dir = Path(args.out)

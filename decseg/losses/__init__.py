@@ -1,6 +1,14 @@
-"""Losses of DEC-Seg and the baselines (layer 3: imports no engine code)."""
-from decseg.losses.consistency import mse, scale_consistency, sigmoid_rampup, upsample_to
+"""Losses: L_sup in ``supervised.py``, DEC-Seg's L_sc, L_spc, L_cc and the total in ``decseg.py``.
+
+Layer 3: imports torch only (no model, method or training code).
+"""
+from decseg.losses.decseg import (
+    cross_generative_consistency_loss, decseg_loss, mse, perturbation_consistency_loss,
+    scale_consistency_loss, upsample_to,
+)
+from decseg.losses.rampup import sigmoid_rampup
 from decseg.losses.supervised import ce_dice_loss, soft_dice_loss, supervised_loss
 
-__all__ = ["ce_dice_loss", "soft_dice_loss", "supervised_loss", "mse", "scale_consistency",
-           "sigmoid_rampup", "upsample_to"]
+__all__ = ["ce_dice_loss", "soft_dice_loss", "supervised_loss", "scale_consistency_loss",
+           "perturbation_consistency_loss", "cross_generative_consistency_loss", "decseg_loss",
+           "mse", "upsample_to", "sigmoid_rampup"]

@@ -1,4 +1,4 @@
-"""Supervised segmentation losses: cross-entropy plus the batch-wise soft Dice of DESIGN.md section 2.
+"""L_sup: cross-entropy plus the batch-wise soft Dice on each output (docs/METHOD.md, "Objective").
 
 All losses cast logits to float32 first, so they stay exact under bf16/fp16 autocast.
 """

@@ -1,14 +1,15 @@
-"""The method interface: a method turns one training batch into a dict of losses.
+"""The method interface: a method turns one training batch into a dict of its own loss terms.
 
 A method is an ``nn.Module`` that owns every trainable module it needs (the segmentation
 network ``net`` and, for DEC-Seg, the reconstruction generators), so that the trainer can wrap
 one module for DDP, build one optimizer over ``method.parameters()``, and call it once per step:
 
-    losses = method(labeled, unlabeled_or_None, iteration)   # {"loss": tensor, "sup": ..., ...}
+    losses, visuals = method(labeled, unlabeled_or_None, iteration, with_visuals=False)
     losses["loss"].backward(); optimizer.step(); method.after_step(iteration)
 
-The trainer knows nothing else about a method. Every method reports the standard keys
-``loss, sup, sc, spc, cc`` (components it does not use are exactly 0) plus its own extras.
+``losses`` holds ``loss`` (the total that is optimised) and the method's ``terms`` (detached,
+for the log). ``visuals`` is empty unless asked for: then it maps names to the first sample of
+each map the method wants to show. The trainer knows nothing else about a method.
 """
 from __future__ import annotations
 
@@ -20,28 +21,23 @@ from torch import nn
 from decseg.config import Config
 from decseg.errors import ConfigError
 
-STANDARD_KEYS = ("loss", "sup", "sc", "spc", "cc")
-
 
 class Method(nn.Module):
-    """Base class. Subclasses set ``name`` and implement ``compute_losses``."""
+    """Base class. Subclasses set ``terms`` and implement ``compute_losses``."""
 
-    name = "base"
+    #: the loss terms this method reports besides ``loss``, in log order
+    terms: tuple[str, ...] = ()
 
     def __init__(self, cfg: Config, net: nn.Module):
         super().__init__()
         self.cfg = cfg
         self.net = net
-        self.capture_visuals = False  # the trainer sets it on image-logging steps
-        self.visuals: dict[str, torch.Tensor] = {}
 
     # -- what the trainer asks -------------------------------------------------------------
     @classmethod
     def check_config(cls, cfg: Config) -> None:
-        """Raise ConfigError for settings this method cannot train with."""
+        """Raise ConfigError for batch settings this method cannot train with."""
         t = cfg.train
-        if t.batch_labeled < 1:
-            raise ConfigError(f"train.batch_labeled={t.batch_labeled} must be >= 1")
         if cls.uses_unlabeled(cfg) and t.batch_unlabeled < 1:
             raise ConfigError(
                 f"train.semi=true needs train.batch_unlabeled >= 1 (got {t.batch_unlabeled}); "
@@ -65,14 +61,17 @@ class Method(nn.Module):
         t = cfg.train
         return t.batch_labeled + (t.batch_unlabeled if cls.uses_unlabeled(cfg) else 0)
 
-    def forward(self, labeled: dict, unlabeled: dict | None, iteration: int) -> dict[str, torch.Tensor]:
-        losses = self.compute_losses(labeled, unlabeled, iteration)
-        zero = losses["loss"].new_zeros(())
-        for key in STANDARD_KEYS:
-            losses.setdefault(key, zero)
-        return losses
+    def forward(self, labeled: dict, unlabeled: dict | None, iteration: int, *,
+                with_visuals: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        losses, maps = self.compute_losses(labeled, unlabeled, iteration)
+        visuals = ({k: v[:1].detach().float().cpu() for k, v in maps.items() if v is not None}
+                   if with_visuals else {})
+        return losses, visuals
 
-    def compute_losses(self, labeled: dict, unlabeled: dict | None, iteration: int) -> dict[str, torch.Tensor]:
+    def compute_losses(self, labeled: dict, unlabeled: dict | None, iteration: int
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
+        """``(losses, maps)``: ``losses`` has ``loss`` and every name in ``terms``; ``maps`` the
+        tensors worth showing (images, logits, reconstructions; None where switched off)."""
         raise NotImplementedError
 
     def after_step(self, iteration: int) -> None:
@@ -93,8 +92,3 @@ class Method(nn.Module):
         from decseg.losses import sigmoid_rampup
 
         return self.cfg.train.consistency * sigmoid_rampup(iteration, self.cfg.train.rampup)
-
-    def _capture(self, **tensors: torch.Tensor | None) -> None:
-        """Keep the first sample of each map for TensorBoard (only on image-logging steps)."""
-        if self.capture_visuals:
-            self.visuals = {k: v[:1].detach().float().cpu() for k, v in tensors.items() if v is not None}

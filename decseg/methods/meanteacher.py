@@ -21,7 +21,7 @@ NOISE_STD, NOISE_CLIP = 0.1, 0.2
 
 
 class MeanTeacherMethod(Method):
-    name = "meanteacher"
+    terms = ("sup", "mt", "lambda")
 
     def __init__(self, cfg: Config, net: nn.Module):
         super().__init__(cfg, net)
@@ -63,8 +63,9 @@ class MeanTeacherMethod(Method):
         mt = mse(s_pred, t_pred)
         lam = self.lambda_weight(iteration)
         loss = sup + lam * mt
-        self._capture(image=labeled["image"], mask=y, o1=o1, o2=o2, o3=o3, unlabeled=unlabeled["image"])
-        return {"loss": loss, "sup": sup.detach(), "mt": mt.detach(), "lambda": torch.tensor(lam)}
+        losses = {"loss": loss, "sup": sup.detach(), "mt": mt.detach(), "lambda": torch.tensor(lam)}
+        return losses, {"image": labeled["image"], "mask": y, "o1": o1, "o2": o2, "o3": o3,
+                        "unlabeled": unlabeled["image"]}
 
     def after_step(self, iteration: int) -> None:
         self.ema.update(self.net, iteration)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from decseg.config import Config
-from decseg.methods.base import Method
 from decseg.losses import supervised_loss
+from decseg.methods.base import Method
 
 
 class SupervisedMethod(Method):
-    name = "supervised"
+    terms = ("sup",)
 
     @classmethod
     def uses_unlabeled(cls, cfg: Config) -> bool:
@@ -15,7 +15,7 @@ class SupervisedMethod(Method):
 
     def compute_losses(self, labeled, unlabeled, iteration):
         o1, o2, o3 = self.net(labeled["image"], labeled["image_half"])
-        y, yh = labeled["mask"], labeled["mask_half"]
-        sup = supervised_loss([o1, o2, o3], [y, yh, y])
-        self._capture(image=labeled["image"], mask=y, o1=o1, o2=o2, o3=o3)
-        return {"loss": sup, "sup": sup.detach()}
+        y = labeled["mask"]
+        sup = supervised_loss([o1, o2, o3], [y, labeled["mask_half"], y])
+        return ({"loss": sup, "sup": sup.detach()},
+                {"image": labeled["image"], "mask": y, "o1": o1, "o2": o2, "o3": o3})

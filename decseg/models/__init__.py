@@ -1,4 +1,4 @@
-"""The DEC-Seg network and its reconstruction generators (DESIGN.md section 1).
+"""The DEC-Seg network and its reconstruction generators (docs/MODEL.md).
 
 ``build_model(cfg)`` and ``build_generators(cfg)`` are the entry points; see docs/MODEL.md.
 """
@@ -29,7 +29,6 @@ def build_model(cfg: Config, *, load_pretrained: bool = True) -> DECSegNet:
     net = DECSegNet(build_encoder(cfg, load_pretrained=load_pretrained), classes=cfg.data.classes,
                     cfa=m.cfa, sc=m.sc, dcf=m.dcf,
                     size=cfg.data.size, interpolation=cfg.data.interpolation)
-    net.checkpointing = cfg.train.checkpointing
     return net
 
 

@@ -41,9 +41,6 @@ class DECSegNet(nn.Module):
     def __init__(self, encoder: Encoder, classes: int = 2, cfa: bool = True, sc: bool = True,
                  dcf: bool = True, size: int = 352, interpolation: str = "area"):
         super().__init__()
-        if dcf and not sc:
-            raise ConfigError("model.dcf=true needs model.sc=true: the fusion decoder fuses the two "
-                              "scale decoders. Set model.dcf=false too, or model.sc=true.")
         if sc and _half_size(size) < 32:
             raise ConfigError(f"data.size={size} gives a half-scale input of {_half_size(size)} px; the second "
                               f"decoder needs at least 32 px. Use data.size >= 64, or model.sc=false.")
@@ -60,15 +57,13 @@ class DECSegNet(nn.Module):
         self.decoder_half = ScaleDecoder(c, skips, classes) if sc else None
         self.fusion = FusionDecoder(c, classes) if dcf else None
 
-    # Activation checkpointing of the widest fusion level (train.checkpointing).
-    @property
-    def checkpointing(self) -> bool:
-        return bool(self.fusion is not None and self.fusion.checkpointing)
-
-    @checkpointing.setter
-    def checkpointing(self, value: bool) -> None:
-        if self.fusion is not None:
-            self.fusion.checkpointing = bool(value)
+    def use_activation_checkpointing(self, enabled: bool) -> bool:
+        """Recompute the widest fusion level in backward instead of storing it (same result,
+        less memory). Returns whether the network has that level (DCF on)."""
+        if self.fusion is None:
+            return False
+        self.fusion.checkpointing = bool(enabled)
+        return True
 
     def half_size(self, size: Union[int, tuple[int, int], None] = None) -> Union[int, tuple[int, int]]:
         """``s = 32 * round(S / 64)`` for S (default: the configured ``data.size``); per side for (H, W)."""
@@ -92,10 +87,10 @@ class DECSegNet(nn.Module):
             raise DataError(f"{what} has size {h}x{w}; the encoder downsamples by 32, so height and width "
                             f"must be multiples of 32 (set data.size to a multiple of 32).")
         if self.training and x.shape[0] < 2 and self.use_cfa:
-            raise ConfigError(
+            raise DataError(
                 f"{what}: a training forward pass got a batch of {x.shape[0]}; CFA's channel weight "
-                f"normalises over the batch after global pooling, so training needs >= 2 samples per "
-                f"pass (train.batch_labeled and train.batch_unlabeled >= 2), or call net.eval()."
+                f"normalises over the batch after global pooling, so a pass in training mode needs "
+                f">= 2 samples. Pass more samples, or call net.eval() to predict single images."
             )
 
     def _decode(self, feats: list[torch.Tensor], decoder: ScaleDecoder):

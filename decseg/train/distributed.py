@@ -14,7 +14,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from decseg.errors import ConfigError
 
 
 @dataclass
@@ -37,25 +36,6 @@ def env_dist_info() -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return DistInfo(rank=int(os.environ.get("RANK", "0")), world_size=world,
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    """``train.device``: auto | cpu | cuda | cuda:N. Under DDP on GPUs each rank takes cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name} but CUDA is not available here; use train.device=cpu or auto")
-        if info.enabled and name == "cuda":
-            name = f"cuda:{info.local_rank}"
-        device = torch.device(name)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"train.device={name}: only {torch.cuda.device_count()} GPU(s) visible")
-        torch.cuda.set_device(device)
-        return device
-    if name != "cpu":
-        raise ConfigError(f"train.device={name!r} must be auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
 
 
 def init_process_group(info: DistInfo, device: torch.device) -> None:

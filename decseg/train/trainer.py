@@ -24,15 +24,16 @@ import yaml
 
 from decseg.config import Config
 from decseg.train import distributed as D
-from decseg.train.checkpoint import (
+from decseg.inference.checkpoint import (
     check_compatible, from_safe, load_checkpoint, load_model_state, save_checkpoint,
 )
-from decseg.methods import method_class
-from decseg.train.step import TrainStep, amp_dtype, build_training
+from decseg.accel.device import resolve_device
+from decseg.accel.malloc import release_free_memory
+from decseg.methods import check_method_config, method_class
+from decseg.train.step import TrainStep, build_training
 from decseg.train.validation import has_val_split, validate
 from decseg.errors import CheckpointError, ConfigError, DecsegError
 from decseg.io import atomic_write_text
-from decseg.accel.malloc import release_free_memory
 from decseg.io import seed_everything
 
 LossHook = Callable[[int, torch.Tensor], torch.Tensor]
@@ -68,15 +69,11 @@ class Trainer:
     # -- setup -----------------------------------------------------------------------------
     def _setup(self) -> None:
         cfg = self.cfg
-        method_class(cfg).check_config(cfg)  # fail on bad switches before anything heavy
-        for key in ("val_every", "log_every", "max_nonfinite"):
-            if getattr(cfg.train, key) < 1:
-                raise ConfigError(f"train.{key}={getattr(cfg.train, key)} must be >= 1")
-        if cfg.train.image_every < 0:
-            raise ConfigError(f"train.image_every={cfg.train.image_every} must be >= 0 (0 = never)")
+        cfg.validate()
+        check_method_config(cfg)  # fail on bad batch settings before anything heavy
         self.info = D.env_dist_info()
-        self.device = D.resolve_device(cfg.train.device, self.info)
-        self.dtype = amp_dtype(cfg, self.device)
+        self.device = resolve_device(cfg.train.device,
+                                     local_rank=self.info.local_rank if self.info.enabled else None)
         D.init_process_group(self.info, self.device)
         self.main = self.info.is_main
 
@@ -93,8 +90,9 @@ class Trainer:
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         seed_everything(cfg.train.seed)  # identical initial weights on every rank
         parts = build_training(cfg, self.device, distributed=self.info.enabled)
-        for note in parts.notes:
+        for note in parts.plan.notes:
             self._say(note)
+        self.plan = parts.plan
         st = parts.settings()
         self._say(f"execution: {self.device}, {st['amp_dtype']}, "
                   f"{'channels_last' if st['channels_last_resolved'] else 'NCHW'}, optimizer in backward "
@@ -102,8 +100,7 @@ class Trainer:
                   f"{st['gemm_weight_grad_convs']} GEMM weight-gradient convs, cpu memory "
                   f"{st['cpu_memory_resolved']}")
         self.method, self.optimizer = parts.method, parts.optimizer
-        self.memory_format = parts.memory_format
-        self.cpu_memory = parts.cpu_memory
+        self.memory_format = parts.plan.memory_format
         self.loader = TwoStreamLoader(
             self.layout, cfg.data, batch_labeled=cfg.train.batch_labeled,
             batch_unlabeled=cfg.train.batch_unlabeled, seed=cfg.train.seed, rank=self.info.rank,
@@ -191,8 +188,7 @@ class Trainer:
             lab, unl = self._to_device(lab), self._to_device(unl)
             lr = self.step.set_lr(self.iteration)
             want_images = bool(self.main and t.image_every and (self.iteration + 1) % t.image_every == 0)
-            self.method.capture_visuals = want_images
-            losses = self.step.forward(lab, unl, self.iteration)
+            losses, visuals = self.step.forward(lab, unl, self.iteration, with_visuals=want_images)
             loss = losses["loss"]
             if self.loss_hook is not None:
                 loss = self.loss_hook(self.iteration, loss)
@@ -234,7 +230,7 @@ class Trainer:
                         print(f"iter {it}/{t.iterations} loss {values['loss']:.4f} lr {lr:.2e} "
                               f"{speed:.2f} it/s eta {_hms(eta)}", file=sys.stderr, flush=True)
             if want_images:
-                self._log_images(tb, it)
+                self._log_images(tb, visuals, it)
 
             finished = it == t.iterations
             if it % t.val_every == 0 or finished:
@@ -280,11 +276,11 @@ class Trainer:
             if self.main:
                 self.method.net.eval()
                 try:
-                    dice = validate(self.method.net, self.layout, self.cfg, self.device, self.dtype,
+                    dice = validate(self.method.net, self.layout, self.cfg, self.device, self.plan.dtype,
                                     memory_format=self.memory_format)
                 finally:
                     self.method.net.train()
-                    if self.cpu_memory in ("reuse", "cache"):
+                    if self.plan.cpu_memory in ("reuse", "cache"):
                         # validation's tensors have other sizes than a step's: hand its
                         # leftovers back rather than let them fragment the kept heap
                         release_free_memory()
@@ -336,9 +332,8 @@ class Trainer:
             tb = _NullWriter()
         return log, tb
 
-    def _log_images(self, tb, it: int) -> None:
-        vis = self.method.visuals
-        for name, x in vis.items():
+    def _log_images(self, tb, visuals: dict, it: int) -> None:
+        for name, x in visuals.items():
             x = x[0]
             if name == "mask":
                 img = x.unsqueeze(0).float() / max(self.cfg.data.classes - 1, 1)
@@ -347,7 +342,6 @@ class Trainer:
             else:  # images and reconstructions
                 img = x[:3].clamp(0, 1) if x.shape[0] >= 3 else x[:1].clamp(0, 1)
             tb.add_image(f"images/{name}", img, it)
-        self.method.visuals = {}
 
     def _write_digest(self) -> None:
         if not self.weights_digest:

@@ -22,7 +22,7 @@ def validate(net: torch.nn.Module, layout, cfg: Config, device: torch.device,
              memory_format: torch.memory_format = torch.contiguous_format) -> float:
     """Mean val Dice of ``net`` (put in eval mode by the caller)."""
     from decseg.data import EvalDataset, eval_batches
-    from decseg.inference.predictor import maps_at_original_size
+    from decseg.inference.maps import maps_at_original_size
     from decseg.metrics import binary_mean_dice
 
     dataset = EvalDataset(layout, "val", cfg.data)

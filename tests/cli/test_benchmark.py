@@ -104,7 +104,7 @@ def test_released_style_loss_equals_project_method():
     unl = synthetic_batch(cfg, 2, False, torch.device("cpu"), seed=6)
     net.train(), generators.train(), method.train()
     with torch.no_grad():
-        ours = method(lab, unl, 0)
+        ours, _ = method(lab, unl, 0)
         theirs = released.released_losses(net, generators, lab, unl, lam=1.0)
     for key in ("loss", "sup", "sc", "spc", "cc"):
         assert float(theirs[key]) > 0, key

@@ -1,4 +1,4 @@
-"""Losses against values computed by hand (DESIGN.md section 2)."""
+"""Losses against values computed by hand (docs/METHOD.md, "Objective")."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from decseg.losses import (
-    ce_dice_loss, mse, scale_consistency, sigmoid_rampup, soft_dice_loss, supervised_loss, upsample_to,
+    ce_dice_loss, cross_generative_consistency_loss, decseg_loss, mse, perturbation_consistency_loss,
+    scale_consistency_loss, sigmoid_rampup, soft_dice_loss, supervised_loss, upsample_to,
 )
 
 
@@ -56,7 +57,19 @@ def test_upsample_is_bilinear_align_corners_and_scale_consistency():
     assert torch.allclose(up[0, 0, 0], torch.tensor([0.0, 0.5, 1.0]))
     full = torch.zeros(1, 1, 3, 3)
     # MSE(0, [0, .5, 1] in every row) = (0 + .25 + 1) / 3
-    assert scale_consistency(full, half).item() == pytest.approx(1.25 / 3, rel=1e-6)
+    assert scale_consistency_loss([(full, half)]).item() == pytest.approx(1.25 / 3, rel=1e-6)
+    # L_sc sums its pairs: labeled, unlabeled, perturbed
+    assert scale_consistency_loss([(full, half)] * 3).item() == pytest.approx(1.25, rel=1e-6)
+
+
+def test_spc_cc_and_the_total():
+    ones, zeros = torch.ones(1, 2, 2, 2), torch.zeros(1, 2, 2, 2)
+    # L_spc: one MSE per output that exists
+    assert perturbation_consistency_loss([ones, ones * 0.5], [zeros, zeros]).item() == pytest.approx(1.25)
+    # L_cc: G1's reconstruction against the jittered image, G2's against the clean one
+    assert cross_generative_consistency_loss(ones, zeros, ones * 2, ones).item() == pytest.approx(2.0)
+    sup, sc, spc, cc = (torch.tensor(v) for v in (1.0, 0.1, 0.2, 0.3))
+    assert decseg_loss(sup, sc, spc, cc, lam=0.5).item() == pytest.approx(1.3)
     assert mse(torch.ones(2, 3), torch.zeros(2, 3)).item() == 1.0
 
 

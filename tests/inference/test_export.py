@@ -7,8 +7,8 @@ import torch
 
 import decseg
 from decseg.cli.main import main
-from decseg.train.checkpoint import load_model_from_checkpoint, save_checkpoint
-from decseg.inference.predictor import HalfScale, InferenceGraph
+from decseg.inference.checkpoint import load_model_from_checkpoint, save_checkpoint
+from decseg.inference.export import HalfScale, InferenceGraph
 from decseg.models import build_model, resize_image
 
 SIZE = 64

@@ -8,8 +8,9 @@ from PIL import Image
 
 import decseg
 from decseg.cli.main import main
-from decseg.train.checkpoint import save_checkpoint
-from decseg.inference.predictor import Predictor, maps_at_original_size
+from decseg.inference.checkpoint import save_checkpoint
+from decseg.inference.maps import maps_at_original_size
+from decseg.inference.predictor import Predictor
 from decseg.models import build_model
 
 SIZE = 64
@@ -125,7 +126,7 @@ def test_overlay_goes_beside_the_predictions_and_evaluate_ignores_it(checkpoint,
 
 
 def test_flip_tta_is_flip_equivariant_and_runs_from_the_cli(checkpoint, image_dir, tmp_path):
-    from decseg.train.checkpoint import load_model_from_checkpoint
+    from decseg.inference.checkpoint import load_model_from_checkpoint
 
     net, _ = load_model_from_checkpoint(checkpoint)
     x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))

@@ -1,12 +1,12 @@
-"""Execution settings resolve as documented, and build_training applies them."""
+"""The execution plan resolves every auto lever as documented."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from decseg import load_config
-from decseg.train.step import (
-    BIG_MODEL_PARAMS, build_training, resolve_cpu_memory, use_channels_last, use_gemm_conv,
+from decseg.accel.plan import (
+    BIG_MODEL_PARAMS, plan_execution, resolve_cpu_memory, use_channels_last, use_gemm_conv,
 )
 from decseg.errors import ConfigError
 
@@ -21,11 +21,22 @@ def test_channels_last_auto():
 
 
 def test_gemm_conv_auto():
-    cfg = load_config(None, [])
-    assert use_gemm_conv(cfg, CPU) and not use_gemm_conv(cfg, CUDA)
-    assert not use_gemm_conv(load_config(None, ["train.compile=true"]), CPU)
-    assert use_gemm_conv(load_config(None, ["train.conv_weight_grad=gemm"]), CUDA)
-    assert not use_gemm_conv(load_config(None, ["train.conv_weight_grad=native"]), CPU)
+    assert use_gemm_conv("auto", CPU, False) and not use_gemm_conv("auto", CUDA, False)
+    assert not use_gemm_conv("auto", CPU, True)  # not under compile
+    assert use_gemm_conv("gemm", CUDA, False)
+    assert not use_gemm_conv("native", CPU, False)
+
+
+def test_plan_resolves_once_from_the_train_settings():
+    plan = plan_execution(load_config(None, ["train.amp=off"]).train, CPU)
+    assert (plan.dtype, plan.channels_last, plan.gemm_weight_grad, plan.optimizer_in_backward) == (
+        None, False, True, True)
+    plan = plan_execution(load_config(None, ["train.checkpointing=true"]).train, CPU, distributed=True)
+    assert plan.dtype is torch.bfloat16 and plan.channels_last
+    assert plan.optimizer_in_backward is False  # DDP all-reduces after backward
+    assert plan.activation_checkpointing is True
+    with pytest.raises(ConfigError, match="fp16 is unsupported on CPU"):
+        plan_execution(load_config(None, ["train.amp=fp16"]).train, CPU)
 
 
 def test_cpu_memory_auto():
@@ -54,21 +65,3 @@ def test_tristate_keys_refuse_other_strings(key):
         load_config(None, [f"train.{key}=sometimes"])
     with pytest.raises(ConfigError, match="conv_weight_grad"):
         load_config(None, ["train.conv_weight_grad=fast"])
-
-
-def test_build_training_resolves_settings():
-    cfg = load_config(None, ["model.encoder=resnet18", "model.pretrained=false", "data.size=64",
-                             "train.amp=off"])
-    parts = build_training(cfg, CPU)
-    s = parts.settings()
-    assert s == {"amp_dtype": "fp32", "channels_last_resolved": False,
-                 "optimizer_in_backward_resolved": True, "gemm_weight_grad_convs": 0,
-                 "cpu_memory_resolved": "reuse"}
-    assert all(p.is_contiguous() for p in parts.method.parameters())
-    cfg = load_config(None, ["model.encoder=resnet18", "model.pretrained=false", "data.size=64",
-                             "train.optimizer_in_backward=false"])
-    parts = build_training(cfg, CPU)
-    assert parts.settings()["channels_last_resolved"] is True
-    assert parts.optimizer_in_backward is False
-    convs = [p for p in parts.method.parameters() if p.dim() == 4 and p.shape[2] > 1]
-    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)

@@ -12,7 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from decseg.train.optim import SGDInBackward, build_optimizer, resolve_in_backward
+from decseg.accel.optimizer_in_backward import SGDInBackward
+from decseg.accel.plan import resolve_in_backward
+from decseg.train.optim import build_optimizer
 from decseg.errors import ConfigError
 
 

@@ -7,13 +7,14 @@ in memory order, which channels_last changes).
 from __future__ import annotations
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 
 from decseg import load_config
 from decseg.cli.benchmarking import build_train_step, synthetic_batch
-from decseg.train.optim import SGDInBackward
 from decseg.methods import build_method
 from decseg.models import build_model
 from decseg.io import seed_everything
@@ -21,6 +22,12 @@ from decseg.io import seed_everything
 TINY = ["model.encoder=resnet18", "model.pretrained=false", "data.size=64",
         "train.batch_labeled=2", "train.batch_unlabeled=2", "train.amp=off",
         "train.channels_last=false", "train.device=cpu"]
+
+# benchmarks/levers.py: the experimental levers live outside the package, beside the benchmarks
+_spec = importlib.util.spec_from_file_location(
+    "levers", Path(__file__).resolve().parents[2] / "benchmarks" / "levers.py")
+LEVERS_MODULE = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(LEVERS_MODULE)
 
 
 def _no_dropout(module: torch.nn.Module) -> None:
@@ -45,7 +52,7 @@ def _run(base, amp="off", channels_last=False, checkpointing=False, backward=Fal
     """Losses (and optionally grads and BN running stats after backward) of a fresh copy."""
     cfg, method, lab, unl = base
     m = copy.deepcopy(method)
-    m.net.checkpointing = checkpointing
+    m.net.use_activation_checkpointing(checkpointing)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     m.to(memory_format=fmt)
     lab = {k: v.contiguous(memory_format=fmt) if torch.is_tensor(v) and v.dim() == 4 else v
@@ -53,7 +60,7 @@ def _run(base, amp="off", channels_last=False, checkpointing=False, backward=Fal
     unl = {k: v.contiguous(memory_format=fmt) if torch.is_tensor(v) and v.dim() == 4 else v
            for k, v in unl.items()}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
-        losses = m(lab, unl, 0)
+        losses, _ = m(lab, unl, 0)
     out = {k: float(v.detach()) for k, v in losses.items()}
     if backward:
         losses["loss"].backward()
@@ -111,7 +118,8 @@ def test_optimizer_modes_equal_the_plain_step():
     variants = ([[], "auto"], [[], "false"], [["sgd_foreach"], "false"])
     for levers, in_backward in variants:
         c = load_config(None, TINY + ["train.method=supervised", f"train.optimizer_in_backward={in_backward}"])
-        ts = build_train_step(c, torch.device("cpu"), seed=3, levers=levers)
+        adjust = LEVERS_MODULE.lever_adjustment(levers, c) if levers else None
+        ts = build_train_step(c, torch.device("cpu"), seed=3, adjust=adjust)
         _no_dropout(ts.method)
         assert ts.settings["optimizer_in_backward_resolved"] is (in_backward == "auto")
         for _ in range(2):  # the second step exercises the momentum buffers
@@ -135,7 +143,7 @@ def test_concat_passes_wiring(base):
     """With BatchNorm frozen (eval) one concatenated pass must equal the two separate passes,
     which shows the lever hands each output to the right place; in training mode it differs
     (BatchNorm statistics over 1.5x the batch), which is why it is only an opt-in lever."""
-    from decseg.cli.benchmarking import ConcatPasses
+    ConcatPasses = LEVERS_MODULE.ConcatPasses
 
     cfg, method, lab, unl = base
     results = {}
@@ -147,7 +155,7 @@ def test_concat_passes_wiring(base):
                 m.net = ConcatPasses(m.net)
                 m.net.prime(unl["image_p"], unl["image_half_p"])
             with torch.no_grad():
-                results[mode, concat] = float(m(lab, unl, 0)["loss"])
+                results[mode, concat] = float(m(lab, unl, 0)[0]["loss"])
     assert results["eval", True] == pytest.approx(results["eval", False], rel=1e-5)
     assert results["train", True] != pytest.approx(results["train", False], rel=1e-5)
 
@@ -170,7 +178,7 @@ def test_gemm_weight_grad_step_matches_native(base):
                     if isinstance(conv, GemmWeightGradConv2d):
                         conv.use_gemm = lambda *a: True  # the GEMM for every call, whatever the size
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
-                loss = m(lab, unl, 0)["loss"]
+                loss = m(lab, unl, 0)[0]["loss"]
             loss.backward()
             grads.append({n: p.grad for n, p in m.named_parameters() if p.grad is not None})
         assert grads[0].keys() == grads[1].keys()

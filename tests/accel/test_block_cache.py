@@ -169,14 +169,17 @@ def test_without_a_compiler_auto_falls_back_and_explicit_cache_is_an_error(tmp_p
     r = _run(r"""
 import json
 import torch
-from decseg.train.step import BIG_MODEL_PARAMS, apply_cpu_memory
+from decseg import load_config
+from decseg.accel.plan import BIG_MODEL_PARAMS, plan_execution
 from decseg.errors import ConfigError
 from decseg.accel import block_cache as cpu_cache
 cpu = torch.device("cpu")
 ok, why = cpu_cache.available()
-mode, notes = apply_cpu_memory("auto", cpu, BIG_MODEL_PARAMS + 1, torch.bfloat16)
+plan = plan_execution(load_config(None, ["train.amp=bf16"]).train, cpu)
+plan.apply_memory(BIG_MODEL_PARAMS + 1)
+mode, notes = plan.cpu_memory, plan.notes
 try:
-    apply_cpu_memory("cache", cpu, 10, None)
+    plan_execution(load_config(None, ["train.cpu_memory=cache", "train.amp=off"]).train, cpu).apply_memory(10)
     err = None
 except ConfigError as e:
     err = str(e)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from decseg import build_model, load_config
-from decseg.train.checkpoint import (
+from decseg.inference.checkpoint import (
     FORMAT_VERSION, architecture_differences, from_safe, load_checkpoint, load_model_from_checkpoint,
     save_checkpoint, to_safe,
 )
@@ -18,8 +18,8 @@ from decseg.errors import CheckpointError
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory, engine_tiny):
-    cfg = load_config(None, engine_tiny + ["model.sc=false", "model.dcf=false"])
+def saved(tmp_path_factory, tiny_overrides):
+    cfg = load_config(None, tiny_overrides + ["model.sc=false", "model.dcf=false"])
     torch.manual_seed(0)
     net = build_model(cfg)
     path = tmp_path_factory.mktemp("ckpt") / "w.pt"
@@ -79,12 +79,12 @@ def test_truncated_file_is_refused(saved, tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_other_architecture_names_the_keys(saved, engine_tiny):
-    cfg = load_config(None, engine_tiny + ["model.encoder=resnet18", "data.classes=3"])
+def test_other_architecture_names_the_keys(saved, tiny_overrides):
+    cfg = load_config(None, tiny_overrides + ["model.encoder=resnet18", "data.classes=3"])
     diffs = architecture_differences(saved[0], cfg)
     assert any(d.startswith("model.encoder: checkpoint 'test_resnet' vs config 'resnet18'") for d in diffs)
     assert any(d.startswith("data.classes") for d in diffs) and any(d.startswith("model.sc") for d in diffs)
-    from decseg.train.checkpoint import check_compatible
+    from decseg.inference.checkpoint import check_compatible
 
     with pytest.raises(CheckpointError, match="model.encoder.*data.classes|data.classes.*model.encoder"):
         check_compatible(load_checkpoint(saved[2]), cfg, saved[2])
@@ -98,7 +98,7 @@ def test_write_error_keeps_previous_checkpoint(saved, tmp_path):
     before = target.read_bytes()
     script = textwrap.dedent(f"""
         import resource, signal, sys, torch
-        from decseg.train.checkpoint import save_checkpoint
+        from decseg.inference.checkpoint import save_checkpoint
         from decseg.errors import CheckpointError
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))

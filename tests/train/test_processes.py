@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from decseg.train.checkpoint import load_checkpoint
+from decseg.inference.checkpoint import load_checkpoint
 
 
 def _cmd(data, run, tiny, extra):
@@ -38,12 +38,12 @@ def _log_iters(run):
     return [json.loads(x)["iter"] for x in path.read_text().splitlines() if '"loss"' in x]
 
 
-def test_sigterm_finishes_the_step_and_saves(engine_data, engine_tiny, engine_env, tmp_path):
+def test_sigterm_finishes_the_step_and_saves(tiny_data, tiny_overrides, subprocess_env, tmp_path):
     run = tmp_path / "term"
-    proc = subprocess.Popen([sys.executable, *_cmd(engine_data, run, engine_tiny,
+    proc = subprocess.Popen([sys.executable, *_cmd(tiny_data, run, tiny_overrides,
                                                    ["train.iterations=500", "train.val_every=500",
                                                     "model.sc=false", "model.dcf=false"])],
-                            env=engine_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: len(_log_iters(run)) >= 1, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -54,36 +54,36 @@ def test_sigterm_finishes_the_step_and_saves(engine_data, engine_tiny, engine_en
     assert not list((run / "checkpoints").glob(".*.tmp"))  # no temp files left
 
 
-def test_sigkill_mid_run_then_resume_finishes(engine_data, engine_tiny, engine_env, tmp_path):
+def test_sigkill_mid_run_then_resume_finishes(tiny_data, tiny_overrides, subprocess_env, tmp_path):
     run = tmp_path / "kill"
     extra = ["train.iterations=5", "train.val_every=2", "model.sc=false", "model.dcf=false"]
-    proc = subprocess.Popen([sys.executable, *_cmd(engine_data, run, engine_tiny, extra)],
-                            env=engine_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, *_cmd(tiny_data, run, tiny_overrides, extra)],
+                            env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     last_pt = run / "checkpoints" / "last.pt"
     _wait_for(lambda: last_pt.is_file(), proc)
     proc.kill()  # SIGKILL: no handler runs
     proc.communicate(timeout=60)
     saved = load_checkpoint(last_pt)  # intact, whatever moment the kill hit
     assert saved["iteration"] in (2, 4)
-    r = subprocess.run([sys.executable, *_cmd(engine_data, run, [], []), "--resume"],
-                       env=engine_env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, *_cmd(tiny_data, run, [], []), "--resume"],
+                       env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resumed from {last_pt} at iteration {saved['iteration']}" in r.stderr
     assert load_checkpoint(last_pt)["iteration"] == 5
     assert _log_iters(run) == [1, 2, 3, 4, 5]  # records after the checkpoint were rewritten once
 
 
-def test_torchrun_two_processes_agree(engine_data, engine_tiny, engine_env, tmp_path):
+def test_torchrun_two_processes_agree(tiny_data, tiny_overrides, subprocess_env, tmp_path):
     from decseg.accel import block_cache as cpu_cache
 
     run = tmp_path / "ddp"
     # the block cache then allocates gloo's buffers too (where a compiler can build it)
     memory = "cache" if cpu_cache.available()[0] else "auto"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           *_cmd(engine_data, run, engine_tiny, ["train.iterations=2", "train.val_every=2",
+           *_cmd(tiny_data, run, tiny_overrides, ["train.iterations=2", "train.val_every=2",
                                                  f"train.cpu_memory={memory}"]),
            "--weights-digest"]
-    r = subprocess.run(cmd, env=engine_env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"cpu memory {memory if memory == 'cache' else 'reuse'}" in r.stdout + r.stderr
     d0 = json.loads((run / "debug" / "rank0.json").read_text())

@@ -5,7 +5,8 @@
 Reads the files written by the commands in docs/PERFORMANCE.md (``released_S224_B4.json``,
 ``project_S224_B4.json``, ``project_plain_S224_B4.json``, ``project_fp32_S224_B4.json``, the
 predict files and, if present, ``project_S352_B6.json``)
-and compares them with the targets and with DESIGN.md's released figures.
+and compares them with the targets and with the released code's own figures on this machine type
+(docs/PERFORMANCE.md, "What is measured").
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-DESIGN = {"step_224_4": 22.0, "rss_224_4": 9.9, "step_352_6": 75.0, "rss_352_6": 19.3, "forward_352": 2.4}
+# The released code measured on the 2-core machine type, fp32: s per step, GB (10^9 bytes), s per forward
+RELEASED = {"step_224_4": 22.0, "rss_224_4": 9.9, "step_352_6": 75.0, "rss_352_6": 19.3, "forward_352": 2.4}
 MACHINE_GB = 23.4  # MemTotal of the 2-core machine this was measured on, GiB
 
 
@@ -44,7 +46,7 @@ def main(folder: str) -> int:
         r = ratio(proj["step_seconds"], rel["step_seconds"])
         rows.append(("default step <= 0.5x released fp32 (224, 4)",
                      f"{proj['step_seconds']:.1f} s vs {rel['step_seconds']:.1f} s = {r:.2f}x"
-                     + (f" (vs DESIGN 22 s: {proj['step_seconds'] / DESIGN['step_224_4']:.2f}x)"
+                     + (f" (vs the released code's 22 s: {proj['step_seconds'] / RELEASED['step_224_4']:.2f}x)"
                         if proj.get("cpu_threads", 2) >= 2 else ""), r <= 0.5))
     if rel and fp32:
         r = ratio(fp32["step_seconds"], rel["step_seconds"])
@@ -54,9 +56,9 @@ def main(folder: str) -> int:
         r = ratio(proj["peak_rss_gb"], rel["peak_rss_gb"])
         rows.append(("peak memory <= 0.6x released (224, 4)",
                      f"{proj['peak_rss_gb']:.2f} vs {rel['peak_rss_gb']:.2f} GiB = {r:.2f}x "
-                     # DESIGN's figures are GB (10^9 bytes), ours GiB
-                     f"(vs DESIGN 9.9 GB = {DESIGN['rss_224_4'] * 1e9 / 2**30:.2f} GiB: "
-                     f"{proj['peak_rss_gb'] * 2**30 / (DESIGN['rss_224_4'] * 1e9):.2f}x)", r <= 0.6))
+                     # the released code's figures are GB (10^9 bytes), ours GiB
+                     f"(vs the released code's 9.9 GB = {RELEASED['rss_224_4'] * 1e9 / 2**30:.2f} GiB: "
+                     f"{proj['peak_rss_gb'] * 2**30 / (RELEASED['rss_224_4'] * 1e9):.2f}x)", r <= 0.6))
     if rel and plain:
         r = ratio(plain["peak_rss_gb"], rel["peak_rss_gb"])
         rows.append(("  without optimizer_in_backward, cpu_memory=system",
@@ -66,11 +68,11 @@ def main(folder: str) -> int:
                      f"{big['peak_rss_gb']:.2f} GiB of {MACHINE_GB} GiB", big["peak_rss_gb"] < 0.8 * MACHINE_GB))
     for name, p in (("fp32: the predict default", pp), ("bf16", pb)):
         if p:
-            base = 1 / rp["step_seconds"] if rp else 1 / DESIGN["forward_352"]
+            base = 1 / rp["step_seconds"] if rp else 1 / RELEASED["forward_352"]
             r = p["images_per_second"] / base
             rows.append((f"inference at 352 >= 3x released forward ({name})",
                          f"{p['images_per_second']:.2f} img/s vs {base:.2f} = {r:.1f}x"
-                         + (f" (vs DESIGN 1/2.4 s: {p['images_per_second'] * DESIGN['forward_352']:.1f}x)"
+                         + (f" (vs the released code's 1/2.4 s: {p['images_per_second'] * RELEASED['forward_352']:.1f}x)"
                             if p.get("cpu_threads", 2) >= 2 else ""), r >= 3))
     if pb and "pixel_agreement_vs_fp32" in pb:
         a = pb["pixel_agreement_vs_fp32"]

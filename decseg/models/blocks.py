@@ -1,4 +1,4 @@
-"""Small building blocks shared by the decoders (DESIGN.md section 1).
+"""Small building blocks shared by the decoders (docs/METHOD.md, "Network").
 
 CBR = Conv3x3 (no bias) + BatchNorm + ReLU; DoubleConv = two CBR with mid = out;
 UpBlock = ConvTranspose2d(k=2, s=2) then DoubleConv(cat[skip, up]); SegHead = Conv3x3 + bilinear x2.

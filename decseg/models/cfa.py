@@ -1,4 +1,4 @@
-"""Cross-level feature aggregation (CFA, DESIGN.md section 1): fuses f_k with f_{k+1}."""
+"""Cross-level feature aggregation (CFA, docs/METHOD.md, "Network"): fuses f_k with f_{k+1}."""
 from __future__ import annotations
 
 import torch

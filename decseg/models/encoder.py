@@ -1,4 +1,4 @@
-"""timm encoder wrapper: five feature maps at strides 2, 4, 8, 16, 32 (DESIGN.md section 1).
+"""timm encoder wrapper: five feature maps at strides 2, 4, 8, 16, 32 (docs/METHOD.md, docs/MODEL.md).
 
 Any timm CNN works whose feature metadata (``feature_info``) has levels at exactly those
 strides; their widths come from ``feature_info.channels()``. For ``C != 3`` input channels a

@@ -1,4 +1,4 @@
-"""Dual-scale complementary fusion (DCF) and the fusion decoder (DESIGN.md section 1)."""
+"""Dual-scale complementary fusion (DCF) and the fusion decoder (docs/METHOD.md, "Network")."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,4 @@
-"""Reconstruction generator for cross-generative consistency (DESIGN.md section 1).
+"""Reconstruction generator for cross-generative consistency (docs/METHOD.md, "Network").
 
 Segmentation logits (K channels) -> an image (C channels), an encoder-decoder WITHOUT skip
 connections: the image must be regenerated from the segmentation alone.

@@ -1,4 +1,4 @@
-"""Scale decoder (DESIGN.md section 1): a U-Net decoder over the five encoder levels."""
+"""Scale decoder (docs/METHOD.md, "Network"): a U-Net decoder over the five encoder levels."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -94,11 +94,11 @@ def lever_adjustment(levers: list[str], cfg):
 def main(argv=None) -> int:
     from decseg import load_config
     from decseg.cli import benchmarking as bench
+    from decseg.cli.main import add_config_args
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lever", action="append", required=True, choices=sorted(LEVERS))
-    p.add_argument("--config", default=None)
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
+    add_config_args(p)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--json", default=None)

@@ -15,13 +15,14 @@ import torch
 from decseg.config import load_config
 from decseg.accel.device import resolve_device
 from decseg.cli.benchmarking import build_train_step
+from decseg.cli.main import add_set_arg
 from levers import LEVERS, lever_adjustment  # benchmarks/levers.py, beside this script
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="polyp")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_set_arg(p)
     p.add_argument("--size", type=int)
     p.add_argument("--batch-labeled", type=int)
     p.add_argument("--batch-unlabeled", type=int)
@@ -29,7 +30,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=30)
     p.add_argument("--shapes", action="store_true", help="group by input shapes too")
     a = p.parse_args()
-    overrides = list(a.set)
+    overrides = list(a.overrides)
     if a.size:
         overrides.append(f"data.size={a.size}")
     if a.batch_labeled:

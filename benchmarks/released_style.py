@@ -1,6 +1,6 @@
 """Released-style reference: the same model and mathematics, run the way the released code runs.
 
-The authors' implementation (PyTorch 1.9, DESIGN.md section 5) trains like this, and this
+The authors' implementation (PyTorch 1.9; docs/METHOD.md) trains like this, and this
 script does the same so that the project's step can be compared side by side on one machine:
 
 - strict fp32 everywhere: no autocast, TF32 off;
@@ -13,9 +13,9 @@ script does the same so that the project's step can be compared side by side on 
 - no activation checkpointing, no torch.compile;
 - inference: fp32, NCHW, ``torch.no_grad``, one image per forward.
 
-The losses are written out here directly from DESIGN.md section 2 (not imported from
+The losses are written out here directly from docs/METHOD.md, "Objective" (not imported from
 ``decseg.losses``), which also makes this file an independent check of the project's method:
-``tests/engine/test_benchmark_released.py`` asserts that both give the same loss.
+``tests/cli/test_benchmark.py`` asserts that both give the same loss.
 
 Usage (one configuration per process, so the peak RSS is this configuration's):
     python benchmarks/released_style.py train --size 224 --batch-labeled 2 --batch-unlabeled 2 \
@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from decseg.config import Config, load_config
 from decseg.accel.device import resolve_device
 from decseg.cli import benchmarking as bench
+from decseg.cli.main import add_config_args
 
-# ----------------------------------------------------------------- losses (DESIGN.md section 2)
+# ----------------------------------------------------------------- losses (docs/METHOD.md, "Objective")
 
 
 def dice_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -157,8 +158,7 @@ def benchmark_released_predict(cfg: Config, batch_size: int, steps: int, warmup:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=("train", "predict"))
-    p.add_argument("--config", default=None)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_config_args(p)
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--batch-labeled", type=int, default=None)
     p.add_argument("--batch-unlabeled", type=int, default=None)

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from decseg.cli.main import add_set_arg
+
 HERE = Path(__file__).resolve().parent
 PROFILES = {
     # name: (command prefix, config overrides, experimental levers)
@@ -124,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoder", default="res2net50d")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override for every point")
+    add_set_arg(p, help="extra config overrides for every point")
     p.add_argument("--max-rss-gb", type=float, default=20.0,
                    help="stop a point whose RSS passes this (protects a shared machine; 0 = no limit)")
     p.add_argument("--force", action="store_true", help="re-measure points that have a JSON already")

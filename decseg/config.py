@@ -1,6 +1,6 @@
 """Typed configuration: defaults, then a YAML file, then ``key=value`` overrides.
 
-Layer 1 of the package: no torch, no models. Every other layer reads a
+The settings layer (docs/ARCHITECTURE.md): no torch, no models. Every other layer reads a
 :class:`Config`. Unknown keys and wrong types are errors that name the key and
 the expected type, so a typo never silently falls back to a default.
 """
@@ -112,11 +112,11 @@ class TrainConfig:
     # weight gradient of the >=1024-channel 3x3 convs: gemm (one matrix product, 5-9x faster on
     # CPUs in bf16), native (the library kernel), auto (gemm on CPU, native on CUDA)
     conv_weight_grad: str = "auto"
-    # CPU: what malloc does with the blocks a step frees (decseg/accel/malloc.py). return: give
-    # them back at once (peak RSS follows the memory in use, page faults on re-allocation);
-    # reuse: keep and reuse them (no faults, RSS = high-water mark); system: glibc's defaults.
-    # auto: return under bf16 for models above 100 M parameters (paper model: 6.4 vs 7.1+ GiB),
-    # reuse otherwise (fp32 paper model and small models: 15-30% faster steps)
+    # CPU: what happens to the blocks a step frees (decseg/accel/malloc.py). cache: decseg's block
+    # cache (reuse, bounded by the high-water mark); return: give them back at once (RSS follows
+    # the memory in use, page faults on re-allocation); reuse: glibc keeps them (no faults, RSS =
+    # high-water mark); system: glibc's defaults. auto: cache under bf16/fp16 for models above
+    # 100 M parameters (return where no C++ compiler can build the cache), reuse otherwise
     cpu_memory: str = "auto"
     compile: bool = False
     checkpointing: bool = False  # activation checkpointing of the 2048-channel fusion levels

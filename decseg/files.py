@@ -1,6 +1,6 @@
 """Which files are images, and the "stem -> file" index that every folder of images goes through.
 
-Layer 1: the standard library and :mod:`decseg.errors` only, so that the data layer, the
+The standard library and :mod:`decseg.errors` only, so that the data layer, the
 evaluator and the CLI read the same file types and find the same files.
 """
 from __future__ import annotations

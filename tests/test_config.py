@@ -96,3 +96,39 @@ def test_yaml_words_and_exponents(tmp_path):
     f.write_text("train:\n  amp: off\n  weight_decay: 5e-4\n")
     cfg = load_config(f)
     assert cfg.train.amp == "off" and cfg.train.weight_decay == 5e-4
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.lr=nan", "train.lr=nan must be a finite number > 0"),
+    ("train.lr=inf", "train.lr=inf must be a finite number > 0"),
+    ("train.momentum=5", "train.momentum=5.0 must be in [0, 1)"),
+    ("train.seed=-1", "train.seed=-1 must be >= 0"),
+    ("train.val_every=0", "train.val_every=0 must be >= 1"),
+    ("train.image_every=-1", "train.image_every=-1 must be >= 0"),
+])
+def test_values_that_would_poison_a_run_are_refused_at_load(override, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert needle in str(e.value)
+
+
+def test_config_owns_the_choice_lists():
+    from decseg.config import CPU_MEMORY_MODES, METHODS
+    from decseg.methods import METHOD_CLASSES
+
+    assert tuple(METHOD_CLASSES) == METHODS
+    with pytest.raises(ConfigError, match="train.method='fixmatch' is not one of: decseg, supervised"):
+        load_config(None, ["train.method=fixmatch"])
+    assert "cache" in CPU_MEMORY_MODES
+
+
+def test_set_takes_several_values_after_one_flag():
+    from decseg.cli.main import build_parser
+
+    parser = build_parser()
+    one_flag = parser.parse_args(["train", "--data", "D", "--out", "R", "--set", "train.lr=0.5", "data.size=64"])
+    repeated = parser.parse_args(["train", "--data", "D", "--out", "R", "--set", "train.lr=0.5",
+                                  "--set", "data.size=64"])
+    assert one_flag.overrides == repeated.overrides == ["train.lr=0.5", "data.size=64"]
+    cfg = load_config(None, one_flag.overrides)
+    assert cfg.train.lr == 0.5 and cfg.data.size == 64

@@ -1,1 +1,1 @@
-"""Command line: argument parsing and messages only (layer 5)."""
+"""Command line: argument parsing and messages only (the top layer)."""

@@ -27,12 +27,17 @@ COMMANDS = [
 ]
 
 
+def add_set_arg(p: argparse.ArgumentParser,
+                help: str = "override config keys, e.g. --set model.encoder=resnet18 train.amp=off") -> None:
+    """``--set KEY=VALUE ...``: several values after one flag, or the flag repeated (into ``overrides``)."""
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help=f"{help} (several after one flag, or the flag repeated)")
+
+
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """The shared ``--config`` / ``--set key=value`` options."""
     p.add_argument("--config", default=None, help="YAML file or preset name (polyp, isic2018, lgg)")
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set model.encoder=resnet18 train.amp=off "
-                        "(several after one flag, or the flag repeated)")
+    add_set_arg(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

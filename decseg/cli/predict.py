@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from decseg.cli.main import add_set_arg
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a .pt file written by decseg train")
@@ -23,8 +25,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="data loader workers (default: data.num_workers)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     # No --config: the network and its preprocessing come from the checkpoint.
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a predict.* or data.num_workers key, e.g. --set predict.batch_size=4")
+    add_set_arg(p, help="override predict.* or data.num_workers keys, e.g. --set predict.batch_size=4")
 
 
 def run(args: argparse.Namespace) -> int:

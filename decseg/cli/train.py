@@ -17,8 +17,6 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         "train.iterations; architecture keys cannot change)")
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop once N iterations are done (saving last.pt, as on SIGTERM); resume later")
-    # test hook: each rank writes RUN/debug/rank{r}.json with a hash of its weights at the end
-    p.add_argument("--weights-digest", action="store_true", help=argparse.SUPPRESS)
 
 
 def resolve_config(args: argparse.Namespace):
@@ -49,6 +47,5 @@ def run(args: argparse.Namespace) -> int:
     from decseg.train.trainer import Trainer
 
     cfg = resolve_config(args)
-    trainer = Trainer(cfg, args.data, args.out, resume=args.resume, stop_after=args.stop_after,
-                      weights_digest=args.weights_digest)
+    trainer = Trainer(cfg, args.data, args.out, resume=args.resume, stop_after=args.stop_after)
     return trainer.run()

@@ -1,6 +1,6 @@
 """Losses: L_sup in ``supervised.py``, DEC-Seg's L_sc, L_spc, L_cc and the total in ``decseg.py``.
 
-Layer 3: imports torch only (no model, method or training code).
+Imports torch only (no model, method or training code).
 """
 from decseg.losses.decseg import (
     cross_generative_consistency_loss, decseg_loss, mse, perturbation_consistency_loss,

@@ -1,6 +1,6 @@
 """The toolbox's per-image measures on a normalised map ``y`` (float64, [0, 1]) and a boolean GT.
 
-Formulas follow DESIGN.md section 6 term by term, in the toolbox's order of operations, so
+Formulas follow docs/EVALUATION.md term by term, in the toolbox's order of operations, so
 that results agree with MATLAB to rounding. pysodmetrics is not used here: its thresholds,
 centroid rounding and specificity conventions differ, and importing it pulls in OpenCV.
 """
@@ -204,19 +204,3 @@ def e_measure_curve(pn: np.ndarray, tp: np.ndarray, n_gt: int, n: int) -> np.nda
     total = (tp * _enhanced_value(1.0, 1.0, mu_f, mu_g) + fp * _enhanced_value(1.0, 0.0, mu_f, mu_g)
              + fn * _enhanced_value(0.0, 1.0, mu_f, mu_g) + tn * _enhanced_value(0.0, 0.0, mu_f, mu_g))
     return total / denom
-
-
-def e_measure_bruteforce(f: np.ndarray, gt: np.ndarray) -> float:
-    """Per-pixel ``Enhancedmeasure`` of one binary map (reference for tests and one-offs)."""
-    df = f.astype(np.float64)
-    dg = gt.astype(np.float64)
-    if dg.sum() == 0:
-        enhanced = 1.0 - df
-    elif (1 - dg).sum() == 0:
-        enhanced = df
-    else:
-        af = df - df.mean()
-        ag = dg - dg.mean()
-        align = 2.0 * (ag * af) / (ag * ag + af * af + EPS)
-        enhanced = ((align + 1) ** 2) / 4
-    return float(enhanced.sum() / (gt.size - 1 + EPS))

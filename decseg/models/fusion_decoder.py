@@ -1,15 +1,15 @@
-"""Dual-scale complementary fusion (DCF) and the fusion decoder (docs/METHOD.md, "Network")."""
+"""The fusion decoder: DCF (dcf.py) on the five level pairs, then a U-Net decoder (docs/METHOD.md, "Network")."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from decseg.models.blocks import CBR, DoubleConv, SegHead, UpBlock
+from decseg.models.blocks import DoubleConv, SegHead, UpBlock
+from decseg.models.dcf import DualScaleFusion
 
 
 @contextmanager
@@ -25,31 +25,6 @@ def _frozen_bn_stats(module: nn.Module):
     finally:
         for m, mom in zip(bns, saved):
             m.momentum = mom
-
-
-class DualScaleFusion(nn.Module):
-    """Fuses level features p (full-scale decoder) and q (half-scale decoder) of equal width."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.p_in = CBR(channels, channels)
-        self.q_in = CBR(channels, channels)
-        self.p_out = CBR(channels, channels)
-        self.q_out = CBR(channels, channels)
-        self.gate = nn.Sequential(
-            nn.Conv2d(2 * channels, 2, kernel_size=1, bias=False), nn.BatchNorm2d(2), nn.ReLU(inplace=True)
-        )
-
-    def forward(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        if q.shape[-2:] != p.shape[-2:]:
-            q = F.interpolate(q, size=p.shape[-2:], mode="bilinear", align_corners=True)
-        p1, q1 = self.p_in(p), self.q_in(q)
-        # Each scale is enhanced by the other's self-gated features.
-        p2 = p1 + torch.sigmoid(q1) * q1
-        q2 = q1 + torch.sigmoid(p1) * p1
-        p3, q3 = self.p_out(p2), self.q_out(q2)
-        g = torch.softmax(self.gate(torch.cat([p3, q3], dim=1)), dim=1)
-        return p3 * g[:, 0:1] + q3 * g[:, 1:2]
 
 
 class FusionDecoder(nn.Module):

@@ -6,7 +6,6 @@ dictionary (see ``engine/methods/base.py``). Everything a resumed run needs to c
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -16,7 +15,6 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -36,7 +34,6 @@ from decseg.errors import CheckpointError, ConfigError, DecsegError
 from decseg.io import atomic_write_text
 from decseg.io import seed_everything
 
-LossHook = Callable[[int, torch.Tensor], torch.Tensor]
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -47,23 +44,18 @@ class TrainingDiverged(DecsegError):
 class Trainer:
     """``Trainer(cfg, data_root, run_dir).run()`` trains and returns the process exit code.
 
-    ``stop_after``: stop (saving last.pt) once that many iterations are done, as if interrupted;
-    ``loss_hook(iteration, loss) -> loss``: a test hook applied to the total loss before the
-    finiteness check; ``weights_digest``: each rank writes ``RUN/debug/rank{r}.json`` with a hash
-    of its parameters at the end (to check that DDP ranks agree).
+    ``stop_after``: stop (saving last.pt) once that many iterations are done, as if interrupted.
+    After ``run()``, ``method`` holds this process's trained method.
     """
 
     def __init__(self, cfg: Config, data_root: str | Path, run_dir: str | Path, *, resume: bool = False,
-                 stop_after: int | None = None, loss_hook: LossHook | None = None,
-                 weights_digest: bool = False):
+                 stop_after: int | None = None):
         self.cfg = cfg
         self.data_root = Path(data_root)
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.resume = resume
         self.stop_after = stop_after
-        self.loss_hook = loss_hook
-        self.weights_digest = weights_digest
         self._signal: int | None = None
 
     # -- setup -----------------------------------------------------------------------------
@@ -169,7 +161,7 @@ class Trainer:
             D.destroy_process_group()
 
     def _loop(self) -> int:
-        cfg, t = self.cfg, self.cfg.train
+        t = self.cfg.train
         log, tb = self._open_logs()
         from tqdm import tqdm
 
@@ -190,8 +182,6 @@ class Trainer:
             want_images = bool(self.main and t.image_every and (self.iteration + 1) % t.image_every == 0)
             losses, visuals = self.step.forward(lab, unl, self.iteration, with_visuals=want_images)
             loss = losses["loss"]
-            if self.loss_hook is not None:
-                loss = self.loss_hook(self.iteration, loss)
             bad, stop = D.any_across_ranks([not bool(torch.isfinite(loss)), self._signal is not None],
                                            self.device)
             if bad:
@@ -215,7 +205,6 @@ class Trainer:
             it = self.iteration
             if it % t.log_every == 0 or it == t.iterations:
                 values = {k: float(v.detach()) for k, v in losses.items()}
-                values["loss"] = float(loss.detach())
                 values = D.mean_across_ranks(values, self.device)
                 record = {"iter": it, "lr": lr, **{k: values[k] for k in sorted(values)}}
                 if self.main:
@@ -240,7 +229,6 @@ class Trainer:
             if not finished and (stop or (self.stop_after is not None and it >= self.stop_after)):
                 bar.close()
                 tb.flush()
-                self._write_digest()
                 if stop:
                     name = signal.Signals(self._signal).name if self._signal else "a signal on another rank"
                     self._say(f"stopped by {name} after iteration {it}; saved {self.ckpt_dir / 'last.pt'}; "
@@ -250,7 +238,6 @@ class Trainer:
                 return 0
         bar.close()
         tb.close()
-        self._write_digest()
         if self.main:
             best = f"{self.best:.4f}" if self.best is not None else "n/a (not validated)"
             self._say(f"done: {t.iterations} iterations, best val Dice {best}; checkpoints in {self.ckpt_dir}")
@@ -342,17 +329,6 @@ class Trainer:
             else:  # images and reconstructions
                 img = x[:3].clamp(0, 1) if x.shape[0] >= 3 else x[:1].clamp(0, 1)
             tb.add_image(f"images/{name}", img, it)
-
-    def _write_digest(self) -> None:
-        if not self.weights_digest:
-            return
-        h = hashlib.sha256()
-        for name, p in sorted(self.method.net.named_parameters()):
-            h.update(name.encode())
-            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-        out = self.run_dir / "debug" / f"rank{self.info.rank}.json"
-        atomic_write_text(out, json.dumps({"iteration": self.iteration, "sha256": h.hexdigest(),
-                                           "world_size": self.info.world_size}))
 
     def _install_signal_handlers(self) -> dict:
         """SIGINT/SIGTERM: finish the step, save last.pt, exit. A second signal aborts at once."""

@@ -88,7 +88,7 @@ def test_measure_tracks_peak_of_a_big_allocation():
 
 
 def test_released_style_loss_equals_project_method():
-    """Both implementations of DESIGN.md section 2 agree: an independent check of each."""
+    """Both implementations of the objective (docs/METHOD.md) agree: an independent check of each."""
     released = _load_script("released_style")
     cfg = load_config(None, ["model.encoder=resnet18", "model.pretrained=false", "data.size=64",
                              "train.batch_labeled=2", "train.batch_unlabeled=2"])

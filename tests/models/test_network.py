@@ -165,7 +165,7 @@ def test_size_not_multiple_of_32_is_rejected():
 
 def test_training_batch_of_one_with_cfa_is_a_clear_error():
     net = build_model(tiny_cfg())
-    with pytest.raises(ConfigError, match="batch of 1"):
+    with pytest.raises(DataError, match="batch of 1"):
         net(torch.rand(1, 3, 64, 64))
     net.eval()
     assert net(torch.rand(1, 3, 64, 64))[2].shape == (1, 2, 64, 64)

@@ -1,4 +1,4 @@
-"""Parameter counts of the paper configuration equal DESIGN.md section 1, module by module."""
+"""Parameter counts of the paper configuration equal docs/METHOD.md, module by module."""
 from __future__ import annotations
 
 import pytest

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,14 +81,13 @@ def test_torchrun_two_processes_agree(tiny_data, tiny_overrides, subprocess_env,
     # the block cache then allocates gloo's buffers too (where a compiler can build it)
     memory = "cache" if cpu_cache.available()[0] else "auto"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           *_cmd(tiny_data, run, tiny_overrides, ["train.iterations=2", "train.val_every=2",
-                                                 f"train.cpu_memory={memory}"]),
-           "--weights-digest"]
+           str(Path(__file__).with_name("ddp_weights_digest.py")), str(tiny_data), str(run),
+           *tiny_overrides, "train.iterations=2", "train.val_every=2", f"train.cpu_memory={memory}"]
     r = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"cpu memory {memory if memory == 'cache' else 'reuse'}" in r.stdout + r.stderr
-    d0 = json.loads((run / "debug" / "rank0.json").read_text())
-    d1 = json.loads((run / "debug" / "rank1.json").read_text())
+    d0 = json.loads((run / "digest" / "rank0.json").read_text())
+    d1 = json.loads((run / "digest" / "rank1.json").read_text())
     assert d0["world_size"] == d1["world_size"] == 2 and d0["iteration"] == d1["iteration"] == 2
     assert d0["sha256"] == d1["sha256"]  # gradients were averaged: identical weights
     assert _log_iters(run) == [1, 2]  # rank 0 alone writes the log

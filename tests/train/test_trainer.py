@@ -118,14 +118,31 @@ def test_without_val_split_best_is_last(tiny_data_noval, tiny_overrides, tmp_pat
     assert all(torch.equal(last["model"][k], best["model"][k]) for k in last["model"])
 
 
-def test_nonfinite_steps_are_skipped_then_training_stops(tiny_data, tiny_overrides, tmp_path, capsys):
-    def hook(iteration, loss):  # NaN at steps 2, 4 and 5 (1-based)
-        return loss * float("nan") if iteration in (1, 3, 4) else loss
+class NaNLossAt(Trainer):
+    """A trainer whose method's total loss turns NaN at the given (0-based) iterations, through a
+    forward hook on the method: the trainer's own non-finite handling is what is tested."""
 
+    nan_at: tuple[int, ...] = ()
+
+    def _setup(self) -> None:
+        super()._setup()
+
+        def poison(module, args, output):
+            losses, visuals = output
+            if args[2] in self.nan_at:
+                losses = {**losses, "loss": losses["loss"] * float("nan")}
+            return losses, visuals
+
+        self.method.register_forward_hook(poison)
+
+
+def test_nonfinite_steps_are_skipped_then_training_stops(tiny_data, tiny_overrides, tmp_path, capsys):
     run = tmp_path / "nan"
     over = tiny_overrides + ["train.iterations=8", "train.val_every=3", "train.max_nonfinite=2"]
+    trainer = NaNLossAt(load_config(None, over), tiny_data, run)
+    trainer.nan_at = (1, 3, 4)  # NaN at steps 2, 4 and 5 (1-based)
     with pytest.raises(TrainingDiverged, match="2 consecutive non-finite"):
-        _train(tiny_data, run, over, loss_hook=hook)
+        trainer.run()
     err = capsys.readouterr().err
     assert "non-finite loss at iteration 2" in err and "step skipped" in err
     steps = {r["iter"]: r for r in _log(run) if "loss" in r}

@@ -1,4 +1,4 @@
-"""A deliberately naive, literal replay of the MATLAB toolbox (DESIGN section 6), written
+"""A deliberately naive, literal replay of the MATLAB toolbox (docs/EVALUATION.md), written
 independently of ``decseg.metrics`` and compared with it on many random small cases.
 
 Loops are kept where they make the reference obviously faithful; images are tiny so it stays fast.
@@ -212,7 +212,7 @@ def ref_wfm(y: np.ndarray, gt: np.ndarray, nearest: np.ndarray | None = None) ->
         for j in range(w):
             if not gt[i, j]:
                 d2 = (fg[:, 0] - i) ** 2 + (fg[:, 1] - j) ** 2
-                k = int(np.argmin(d2))  # tie rule is implementation-defined (accepted by DESIGN)
+                k = int(np.argmin(d2))  # tie rule is implementation-defined (an accepted difference, docs/EVALUATION.md)
                 if nearest is not None:
                     ni, nj = nearest[0, i, j], nearest[1, i, j]
                     assert gt[ni, nj] and (ni - i) ** 2 + (nj - j) ** 2 == d2[k]
@@ -443,7 +443,7 @@ def test_per_image_matches_reference(name, pred, gt, reference_results):
 
 
 def test_reference_thresholds_match_design_facts():
-    """Pins the reference itself to DESIGN's stated consequences of ``1:-1/255:0``."""
+    """Pins the reference itself to the stated consequences of ``1:-1/255:0``."""
     th = ref_thresholds()
     assert len(th) == 256 and th[0] == 1.0 and th[-1] == 0.0
     below = {251, 235, 219, 218, 203, 202, 187, 186, 171, 170, 155, 154, 139, 138}

@@ -96,9 +96,9 @@ with bench.strict_fp32():
 print(f"train (strict fp32, NCHW):   {fp32['iterations_per_second']:.2f} it/s "
       f"({fp32['seconds_per_iteration'] * 1000:.0f} ms/it over {fp32['iterations']} iterations); {mem(fp32)}",
       flush=True)
-cfg = load_config(None, base + [f"train.device={device}"])
-pred = bench.benchmark_predict(cfg, batch_size=pred_batch, steps=pred_steps, warmup=1, device=device,
-                               amp="bf16", agreement=True)
+cfg = load_config(None, base + [f"train.device={device}", f"predict.batch_size={pred_batch}",
+                               "predict.amp=bf16"])
+pred = bench.benchmark_predict(cfg, steps=pred_steps, warmup=1, device=device, agreement=True)
 print(f"predict (bf16): {pred['images_per_second']:.1f} images/s at batch {pred_batch}; "
       f"pixel agreement vs fp32 {100 * pred['pixel_agreement_vs_fp32']:.3f}%", flush=True)
 for name, r in (("train", train), ("train_fp32", fp32), ("predict", pred)):

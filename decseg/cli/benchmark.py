@@ -56,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"data.size={args.size}")
     if args.device is not None:
         overrides.append(f"train.device={args.device}")
+    if args.what == "predict":
+        if args.batch_size is not None:
+            overrides.append(f"predict.batch_size={args.batch_size}")
+        if args.amp is not None:
+            overrides.append(f"predict.amp={args.amp}")
     if args.what == "train":
         if args.batch_labeled is not None:
             overrides.append(f"train.batch_labeled={args.batch_labeled}")
@@ -71,11 +76,9 @@ def run(args: argparse.Namespace) -> int:
                 f"optimizer_in_backward={result['optimizer_in_backward_resolved']}, "
                 f"gemm weight-grad convs={result['gemm_weight_grad_convs']}, {result['device']})")
     else:
-        batch = args.batch_size if args.batch_size is not None else cfg.predict.batch_size
-        result = bench.benchmark_predict(cfg, batch_size=batch, steps=args.steps, warmup=args.warmup,
-                                         amp=args.amp, channels_last=not args.no_channels_last,
-                                         agreement=args.agreement)
-        line = (f"predict: {result['images_per_second']:.2f} images/s at batch {batch} "
+        result = bench.benchmark_predict(cfg, steps=args.steps, warmup=args.warmup,
+                                         channels_last=not args.no_channels_last, agreement=args.agreement)
+        line = (f"predict: {result['images_per_second']:.2f} images/s at batch {result['batch_size']} "
                 f"(S={result['size']}, amp={result['amp']}, {result['device']})")
         if "pixel_agreement_vs_fp32" in result:
             line += f"; pixel agreement vs fp32 {100 * result['pixel_agreement_vs_fp32']:.3f}%"

@@ -346,10 +346,10 @@ def _cpu_cache_summary(settings: dict) -> dict:
 
 # --------------------------------------------------------------------------- inference
 
-def benchmark_predict(cfg: Config, batch_size: int = 8, steps: int = 3, warmup: int = 1,
-                      device: torch.device | None = None, amp: str | None = None,
+def benchmark_predict(cfg: Config, steps: int = 3, warmup: int = 1, device: torch.device | None = None,
                       channels_last: bool = True, agreement: bool = False, seed: int = 0) -> dict:
-    """Images per second of the prediction path (``decseg predict``'s Predictor) at a batch size.
+    """Images per second of the prediction path (``decseg predict``'s Predictor) at
+    ``predict.batch_size``, with ``predict.amp`` and ``predict.tta``.
 
     ``agreement``: also run the same images through a strict-fp32 NCHW predictor and report the
     fraction of pixels whose argmax agrees (the cost of bf16 / channels_last on the maps).
@@ -358,10 +358,8 @@ def benchmark_predict(cfg: Config, batch_size: int = 8, steps: int = 3, warmup: 
     from decseg.models import build_model
     from decseg.io import seed_everything
 
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1 (got {batch_size})")
     device = device or resolve_device(cfg.train.device)
-    amp = cfg.predict.amp if amp is None else amp
+    batch_size, amp = cfg.predict.batch_size, cfg.predict.amp
     seed_everything(seed)
     net = build_model(cfg)
     predictor = Predictor(net, device=device, amp=amp, channels_last=channels_last,

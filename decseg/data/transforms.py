@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-INTERPOLATIONS = ("area", "bilinear", "parity")
+from decseg.config import INTERPOLATIONS
+
 BRIGHTNESS = 0.2  # ColorJitter(brightness=0.2, hue=0.05), as in the paper
 HUE = 0.05
 

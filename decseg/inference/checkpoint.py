@@ -158,12 +158,18 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     Returns ``(net, cfg)`` with ``net`` in eval mode on ``device``. ``model.pretrained`` is
     forced to false: the weights come from the checkpoint, nothing is downloaded.
     """
-    from decseg.models import build_model
-
     ckpt = load_checkpoint(path, map_location="cpu")
     cfg = stored_config(ckpt, path)
+    return model_from_checkpoint(ckpt, cfg, path, device), cfg
+
+
+def model_from_checkpoint(ckpt: dict, cfg: Config, path: str | Path = "<checkpoint>",
+                          device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The network of a loaded checkpoint (``cfg``: its stored config), in eval mode on ``device``."""
+    from decseg.models import build_model
+
     cfg.model.pretrained = False
     net = build_model(cfg, load_pretrained=False)
     load_model_state(net, ckpt["model"], path)
     net.to(device).eval()
-    return net, cfg
+    return net

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from decseg.config import Config
+from decseg.config import PREDICT_AMP, Config
 from decseg.errors import ConfigError, DataError
 from decseg.accel.device import resolve_device
 from decseg.inference.maps import maps_at_original_size, overlay_folder, overlay_image
@@ -31,8 +31,8 @@ class Predictor:
 
     def __init__(self, net: torch.nn.Module, device: torch.device | str = "cpu",
                  tta: bool = False, amp: str = "off", channels_last: bool = True):
-        if amp not in ("off", "bf16"):
-            raise ConfigError(f"predict amp={amp!r} is not one of: off, bf16")
+        if amp not in PREDICT_AMP:  # for callers that bypass the config
+            raise ConfigError(f"predict.amp={amp!r} is not one of: {', '.join(PREDICT_AMP)}")
         self.device = torch.device(device)
         self.tta = tta
         self.amp = amp
@@ -201,24 +201,27 @@ def predict_checkpoint(checkpoint: str | Path, out: str | Path, *, data: str | P
                        overwrite: bool = False, progress=None) -> dict:
     """Everything ``decseg predict`` does; returns ``{"sets": {SET: n_images}, "out": ..., ...}``.
 
-    Unset options (None) come from the checkpoint's ``predict.*`` config (after ``overrides``).
+    Unset options (None) come from the checkpoint's ``predict.*`` config (after ``overrides``);
+    set ones become overrides of their key, so ``Config.validate`` checks every option, and the
+    input folders are listed, before the network is built.
     """
-    from decseg.inference.checkpoint import load_model_from_checkpoint
+    from decseg.inference.checkpoint import load_checkpoint, model_from_checkpoint, stored_config
 
     if (data is None) == (images is None):
         raise ConfigError("give exactly one of --data DATA (every test set) or --images DIR (a folder)")
-    dev = resolve_device(device, key="--device")
-    net, ckpt_cfg = load_model_from_checkpoint(checkpoint, dev)
-    cfg = config_with_overrides(ckpt_cfg, overrides)
-    tta = cfg.predict.tta if tta is None else tta
-    amp = cfg.predict.amp if amp is None else amp
-    batch_size = cfg.predict.batch_size if batch_size is None else batch_size
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size} must be >= 1")
-    workers = cfg.data.num_workers if num_workers is None else num_workers
-    if workers < 0:
-        raise ConfigError(f"--workers {workers} must be >= 0")
+    options = {"predict.tta": tta, "predict.amp": amp, "predict.batch_size": batch_size,
+               "data.num_workers": num_workers}
+    overrides = [*overrides, *(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                               for k, v in options.items() if v is not None)]
+    ckpt = load_checkpoint(checkpoint)
+    stored = stored_config(ckpt, checkpoint)
+    cfg = config_with_overrides(stored, overrides)
     sources = sources_from_data(data, cfg) if data is not None else [source_from_images(images, cfg)]
+    dev = resolve_device(device, key="--device")
+    net = model_from_checkpoint(ckpt, stored, checkpoint, dev)
+    del ckpt  # the weights now live in the network
+    tta, amp, batch_size = cfg.predict.tta, cfg.predict.amp, cfg.predict.batch_size
+    workers = cfg.data.num_workers
     predictor = Predictor(net, dev, tta=tta, amp=amp, channels_last=cfg.predict.channels_last)
     overlay_out = overlay_folder(out) if overlay else None
     counts = predict_sources(predictor, sources, out, soft=soft, overlay_out=overlay_out,

@@ -43,6 +43,12 @@ class Method(nn.Module):
                 f"train.semi=true needs train.batch_unlabeled >= 1 (got {t.batch_unlabeled}); "
                 f"set train.batch_unlabeled or train.semi=false"
             )
+        unlabeled_pass = cls.unlabeled_only_pass(cfg)
+        if unlabeled_pass and t.batch_unlabeled < 2:
+            raise ConfigError(
+                f"train.batch_unlabeled={t.batch_unlabeled}: {unlabeled_pass} sees only the unlabeled "
+                f"part, and BatchNorm needs at least 2 samples. Use train.batch_unlabeled>=2"
+            )
         n = cls.forward_batch_size(cfg)
         if n < 2:
             raise ConfigError(
@@ -50,6 +56,11 @@ class Method(nn.Module):
                 f"{t.batch_labeled}, train.batch_unlabeled={t.batch_unlabeled}, train.semi={t.semi}); "
                 f"BatchNorm needs at least 2 samples per pass. Raise the batch size"
             )
+
+    @classmethod
+    def unlabeled_only_pass(cls, cfg: Config) -> str | None:
+        """The name of a forward pass that sees only the unlabeled part, if the method has one."""
+        return None
 
     @classmethod
     def uses_unlabeled(cls, cfg: Config) -> bool:

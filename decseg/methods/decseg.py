@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from decseg.config import Config
-from decseg.errors import ConfigError
 from decseg.losses import (
     cross_generative_consistency_loss, decseg_loss, perturbation_consistency_loss,
     scale_consistency_loss, supervised_loss,
@@ -35,15 +34,9 @@ class DECSegMethod(Method):
             self.generators = generators
 
     @classmethod
-    def check_config(cls, cfg: Config) -> None:
-        super().check_config(cfg)
+    def unlabeled_only_pass(cls, cfg: Config) -> str | None:
         t = cfg.train
-        if t.semi and t.spc and t.batch_unlabeled < 2:
-            raise ConfigError(
-                f"train.batch_unlabeled={t.batch_unlabeled}: the perturbed pass (train.spc) sees only "
-                f"the unlabeled part, and BatchNorm needs at least 2 samples. Use "
-                f"train.batch_unlabeled>=2, or train.spc=false"
-            )
+        return "the perturbed pass (train.spc; or set train.spc=false)" if t.semi and t.spc else None
 
     def compute_losses(self, labeled, unlabeled, iteration):
         semi = unlabeled is not None

@@ -29,15 +29,16 @@ class MeanTeacherMethod(Method):
         object.__setattr__(self, "ema", ModelEMA(net, cfg.train.ema_decay))
 
     @classmethod
+    def unlabeled_only_pass(cls, cfg: Config) -> str | None:
+        return "the teacher's pass"
+
+    @classmethod
     def check_config(cls, cfg: Config) -> None:
-        super().check_config(cfg)
         t = cfg.train
         if not t.semi:
             raise ConfigError("train.method=meanteacher needs train.semi=true (it learns from unlabeled "
                               "images); use train.method=supervised for a labeled-only baseline")
-        if t.batch_unlabeled < 2:
-            raise ConfigError(f"train.batch_unlabeled={t.batch_unlabeled}: the teacher's pass sees only "
-                              f"the unlabeled part and BatchNorm needs >= 2 samples; use >= 2")
+        super().check_config(cfg)
 
     def lambda_weight(self, iteration: int) -> float:
         t = self.cfg.train

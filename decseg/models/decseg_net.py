@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from decseg.config import INTERPOLATIONS
 from decseg.config import half_size as _half_size
 from decseg.errors import ConfigError, DataError
 from decseg.models.cfa import CrossLevelAggregation
@@ -22,14 +23,15 @@ _RESIZE = {
     "bilinear": dict(mode="bilinear", align_corners=False, antialias=True),
     "parity": dict(mode="nearest-exact"),  # the released code resizes images by nearest neighbour
 }
+assert tuple(_RESIZE) == INTERPOLATIONS, "one resize per data.interpolation choice"
 
 
 def resize_image(x: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:
     """Resize an image batch the way ``data.interpolation`` says (area | bilinear | parity)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    if interpolation not in _RESIZE:
-        raise ConfigError(f"data.interpolation={interpolation!r} is not one of: {', '.join(_RESIZE)}")
+    if interpolation not in _RESIZE:  # a validated config never gets here
+        raise ValueError(f"unknown interpolation {interpolation!r}; use one of {INTERPOLATIONS}")
     return F.interpolate(x, size=size, **_RESIZE[interpolation])
 
 

@@ -12,7 +12,7 @@
 // rule is the memory bound: mapped-but-free blocks never make the blocks it holds exceed the
 // high-water mark of blocks in use, so the resident set peaks where it would if every block were
 // returned at once, and the oldest free blocks are unmapped to keep it so. Smaller requests go
-// to c10::alloc_cpu, PyTorch's own path. Loaded through ctypes (decseg/utils/cpu_cache.py).
+// to c10::alloc_cpu, PyTorch's own path. Loaded through ctypes (decseg/accel/block_cache.py).
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>

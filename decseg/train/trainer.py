@@ -1,7 +1,7 @@
 """The training loop: one method, one optimizer, checkpoints, logs, signals, DDP.
 
-The loop knows no method's details: ``method(labeled, unlabeled, iteration)`` returns the loss
-dictionary (see ``decseg/methods/base.py``). Everything a resumed run needs to continue exactly
+The loop knows no method's details: ``method(labeled, unlabeled, iteration)`` returns its losses
+and, when asked, pictures to log (see ``decseg/methods/base.py``). Everything a resumed run needs to continue exactly
 (optimizer, scaler, EMA, loader position, RNG states) goes into ``RUN/checkpoints/last.pt``.
 """
 from __future__ import annotations

@@ -24,7 +24,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 # The choice lists of the string settings. The packages that implement a choice read its list
 # from here (e.g. decseg.methods registers exactly METHODS), so each list has one owner.
 INTERPOLATIONS = ("area", "bilinear", "parity")
-METHODS = ("decseg", "supervised", "meanteacher")
+METHODS = ("decseg", "supervised", "meanteacher", "fixmatch", "unimatch", "cps", "bcp")
 TRAIN_AMP = ("off", "bf16", "fp16")
 PREDICT_AMP = ("off", "bf16")
 CONV_WEIGHT_GRAD = ("auto", "gemm", "native")
@@ -83,7 +83,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = "decseg"  # decseg | supervised | meanteacher
+    method: str = "decseg"  # decseg | supervised | meanteacher | fixmatch | unimatch | cps | bcp
     spc: bool = True  # perturbed pass + L_spc
     cc: bool = True  # reconstruction generators + L_cc (needs spc)
     semi: bool = True  # use unlabeled data at all
@@ -96,7 +96,9 @@ class TrainConfig:
     poly_power: float = 0.9
     consistency: float = 1.0  # lambda on L_sc + L_spc + L_cc
     rampup: int = 0  # sigmoid ramp-up length of lambda in iterations; 0 = constant (released code)
-    ema_decay: float = 0.99  # mean teacher
+    ema_decay: float = 0.99  # mean teacher, BCP's teacher
+    # FixMatch's tau / UniMatch's conf_thresh: pseudo-labelled pixels below it are ignored
+    confidence_threshold: float = 0.95
     val_every: int = 200
     log_every: int = 20
     image_every: int = 1000  # TensorBoard images; 0 = never
@@ -191,6 +193,8 @@ class Config:
             value = getattr(t, key)
             if not 0 <= value < 1:  # also false for nan
                 raise ConfigError(f"train.{key}={value} must be in [0, 1)")
+        if not 0 <= t.confidence_threshold <= 1:  # also false for nan
+            raise ConfigError(f"train.confidence_threshold={t.confidence_threshold} must be in [0, 1]")
         if d.num_workers < 0:
             raise ConfigError(f"data.num_workers={d.num_workers} must be >= 0")
         if self.predict.batch_size < 1:

@@ -9,14 +9,22 @@ from torch import nn
 
 from decseg.config import METHODS, Config
 from decseg.methods.base import Method
+from decseg.methods.bcp import BCPMethod
+from decseg.methods.cps import CPSMethod
 from decseg.methods.decseg import DECSegMethod
+from decseg.methods.fixmatch import FixMatchMethod
 from decseg.methods.meanteacher import MeanTeacherMethod
 from decseg.methods.supervised import SupervisedMethod
+from decseg.methods.unimatch import UniMatchMethod
 
 METHOD_CLASSES: dict[str, type[Method]] = {
     "decseg": DECSegMethod,
     "supervised": SupervisedMethod,
     "meanteacher": MeanTeacherMethod,
+    "fixmatch": FixMatchMethod,
+    "unimatch": UniMatchMethod,
+    "cps": CPSMethod,
+    "bcp": BCPMethod,
 }
 assert tuple(METHOD_CLASSES) == METHODS, "decseg.config.METHODS and METHOD_CLASSES must agree"
 

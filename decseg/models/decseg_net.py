@@ -114,6 +114,31 @@ class DECSegNet(nn.Module):
         o3 = self.fusion(levels_full, levels_half) if self.fusion is not None else None
         return o1, o2, o3
 
+    def forward_feature_dropout(self, x: torch.Tensor, x_half: Optional[torch.Tensor] = None,
+                                p: float = 0.5):
+        """UniMatch's feature perturbation: ``(clean, perturbed)``, each ``(o1, o2, o3)``.
+
+        The encoder runs once per scale; every encoder level ``f`` is decoded as
+        ``cat[f, dropout2d(f, p)]`` along the batch (channel dropout, always on), so the clean
+        and the perturbed halves share one decoder pass and its BatchNorm statistics, as in
+        UniMatch's U-Net (``need_fp``). Weights, state-dict keys and ``forward`` are unchanged.
+        """
+        self._check_input(x, "the full-scale input")
+
+        def both(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [torch.cat([f, F.dropout2d(f, p, training=True)]) for f in feats]
+
+        o1, levels_full = self._decode(both(self.encoder(x)), self.decoder_full)
+        o2 = o3 = None
+        if self.decoder_half is not None:
+            if x_half is None:
+                x_half = self.make_half(x)
+            self._check_input(x_half, "the half-scale input")
+            o2, levels_half = self._decode(both(self.encoder(x_half)), self.decoder_half)
+            o3 = self.fusion(levels_full, levels_half) if self.fusion is not None else None
+        halves = [o.chunk(2) if o is not None else (None, None) for o in (o1, o2, o3)]
+        return tuple(h[0] for h in halves), tuple(h[1] for h in halves)
+
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Prediction logits at x's size: o3, or o1 when DCF is off."""
         if self.fusion is None:

@@ -60,7 +60,7 @@ def test_wrong_type_names_key_and_expected_type(tmp_path):
     ("data.size=100", "multiple of 32"),
     ("data.size=32", "at least 64"),
     ("train.amp=fp8", "train.amp"),
-    ("train.method=fixmatch", "train.method"),
+    ("train.method=mixmatch", "train.method"),
     ("train.device=tpu", "train.device"),
     ("data.interpolation=cubic", "data.interpolation"),
 ])
@@ -117,8 +117,8 @@ def test_config_owns_the_choice_lists():
     from decseg.methods import METHOD_CLASSES
 
     assert tuple(METHOD_CLASSES) == METHODS
-    with pytest.raises(ConfigError, match="train.method='fixmatch' is not one of: decseg, supervised"):
-        load_config(None, ["train.method=fixmatch"])
+    with pytest.raises(ConfigError, match="train.method='mixmatch' is not one of: decseg, supervised"):
+        load_config(None, ["train.method=mixmatch"])
     assert "cache" in CPU_MEMORY_MODES
 
 

@@ -13,6 +13,8 @@ import pickle
 import random
 import re
 import shutil
+import socket
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,18 +63,67 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+_PARTIAL_OWNER = re.compile(r"(\d+)@(.+)\.[^.]+")  # PID@HOST.RANDOM after ".NAME.partial-"
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or not a pid at all
+        return True
+    return True
+
+
+def remove_stale_partials(final: Path) -> list[Path]:
+    """Remove the ``.NAME.partial-PID@HOST.*`` folders beside ``final`` whose process has ended.
+
+    Partial folders of live processes are left alone; those whose owner cannot be checked
+    (another host, or an older name without one) are left and named in one note on stderr.
+    Returns the folders removed.
+    """
+    prefix = f".{final.name}.partial-"
+    if not final.parent.is_dir():
+        return []
+    removed, unknown = [], []
+    for p in sorted(final.parent.iterdir()):
+        if not (p.name.startswith(prefix) and p.is_dir()):
+            continue
+        owner = _PARTIAL_OWNER.fullmatch(p.name[len(prefix):])
+        if owner is None or owner.group(2) != _host():
+            unknown.append(p.name)
+        elif not pid_alive(int(owner.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    if removed:
+        print(f"note: removed {len(removed)} partial folder(s) beside {final} left by ended processes: "
+              f"{', '.join(p.name for p in removed)}", file=sys.stderr)
+    if unknown:
+        print(f"note: {final.parent} holds partial folder(s) of another host or an unknown process: "
+              f"{', '.join(unknown)}; delete them once no decseg command writes {final}", file=sys.stderr)
+    return removed
+
+
 @contextmanager
 def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside ``final``; rename it to ``final`` only if the block succeeds.
 
-    An interrupted run leaves a ``.name.partial-*`` folder, never a complete-looking ``final``.
+    An interrupted run leaves a ``.name.partial-PID@HOST.*`` folder, never a complete-looking
+    ``final``; the next ``atomic_dir`` for ``final`` removes it once that process has ended.
     """
     final = Path(final)
+    remove_stale_partials(final)
     occupied = final.exists() and (not final.is_dir() or any(final.iterdir()))
     if occupied and not overwrite:
         raise DecsegError(f"{final} already exists and is not empty; choose another --out, or pass --overwrite to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-{os.getpid()}@{_host()}.", dir=final.parent))
     try:
         yield tmp
         if final.exists():

@@ -50,3 +50,32 @@ def test_atomic_dir_refuses_non_empty_target_unless_overwrite(tmp_path):
     with atomic_dir(final, overwrite=True) as tmp:
         (tmp / "new").write_text("n")
     assert sorted(p.name for p in final.iterdir()) == ["new"]
+
+
+def test_atomic_dir_removes_the_partial_folder_of_a_killed_process(tmp_path, capfd):
+    import os
+    import subprocess
+    import sys
+
+    final = tmp_path / "out"
+    child = ("import sys, time\nfrom decseg.io import atomic_dir\n"
+             "with atomic_dir(sys.argv[1]) as tmp:\n"
+             "    (tmp / 'a.png').write_bytes(b'x')\n    print(tmp, flush=True)\n    time.sleep(300)\n")
+    proc = subprocess.Popen([sys.executable, "-c", child, str(final)], stdout=subprocess.PIPE, text=True)
+    try:
+        partial = tmp_path / proc.stdout.readline().strip()
+    finally:
+        proc.kill()  # SIGKILL inside the block: nothing cleans up
+        proc.wait()
+    assert partial.is_dir() and partial.name.startswith(f".out.partial-{proc.pid}@") and not final.exists()
+    live = tmp_path / partial.name.replace(f"-{proc.pid}@", f"-{os.getpid()}@")  # a live owner: this test
+    live.mkdir()
+    unknown = tmp_path / ".out.partial-k2j4_x9"  # the older name, without an owner
+    unknown.mkdir()
+    capfd.readouterr()
+    with atomic_dir(final) as tmp:
+        (tmp / "b.png").write_bytes(b"y")
+    err = capfd.readouterr().err
+    assert not partial.exists() and f"removed 1 partial folder(s) beside {final}" in err
+    assert live.is_dir() and unknown.is_dir() and unknown.name in err and live.name not in err
+    assert sorted(p.name for p in final.iterdir()) == ["b.png"]

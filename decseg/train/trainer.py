@@ -28,6 +28,7 @@ from decseg.inference.checkpoint import (
 from decseg.accel.device import resolve_device
 from decseg.accel.malloc import release_free_memory
 from decseg.methods import check_method_config, method_class
+from decseg.train.run_lock import RunLock
 from decseg.train.step import TrainStep, build_training
 from decseg.train.validation import has_val_split, validate
 from decseg.errors import CheckpointError, ConfigError, DecsegError
@@ -57,6 +58,7 @@ class Trainer:
         self.resume = resume
         self.stop_after = stop_after
         self._signal: int | None = None
+        self._lock: RunLock | None = None
 
     # -- setup -----------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -69,16 +71,17 @@ class Trainer:
         D.init_process_group(self.info, self.device)
         self.main = self.info.is_main
 
+        self._on_rank0(self._take_lock)  # one writer per run folder, before anything is written
+
         from decseg.data import DatasetLayout, TwoStreamLoader
+        from decseg.data.check import check_training_data
 
         self.layout = DatasetLayout(self.data_root)
         if self.layout.classes != cfg.data.classes:
             raise ConfigError(f"{self.data_root / 'dataset.yaml'} has classes={self.layout.classes} but "
                               f"data.classes={cfg.data.classes}; set --set data.classes={self.layout.classes}")
+        self._on_rank0(lambda: check_training_data(self.layout))  # before time goes into training
         if self.main:
-            if self.run_dir.exists() and not self.run_dir.is_dir():
-                raise DecsegError(f"--out {self.run_dir} is a file; choose a folder for the run")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         seed_everything(cfg.train.seed)  # identical initial weights on every rank
         parts = build_training(cfg, self.device, distributed=self.info.enabled)
@@ -111,6 +114,22 @@ class Trainer:
         if self.resume_scaler is not None:
             self.step.scaler.load_state_dict(self.resume_scaler)
         self.has_val = has_val_split(self.layout)
+
+    def _take_lock(self) -> None:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise DecsegError(f"--out {self.run_dir} is a file; choose a folder for the run")
+        self._lock = RunLock.acquire(self.run_dir)
+
+    def _on_rank0(self, work) -> None:
+        """``work()`` on rank 0; when it raises a DecsegError there, every rank stops (none waits)."""
+        error: DecsegError | None = None
+        if self.main:
+            try:
+                work()
+            except DecsegError as e:
+                error = e
+        if D.any_across_ranks([error is not None], self.device)[0]:
+            raise error or DecsegError("rank 0 stopped the run before training; see its message")
 
     def _restore(self) -> None:
         path = self.ckpt_dir / "last.pt"
@@ -156,6 +175,8 @@ class Trainer:
             self._setup()
             return self._loop()
         finally:
+            if self._lock is not None:
+                self._lock.release()
             for sig, old in handlers.items():
                 signal.signal(sig, old)
             D.destroy_process_group()

@@ -8,7 +8,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a .pt file written by decseg train")
     p.add_argument("--onnx", required=True, help="output .onnx file (written atomically)")
     p.add_argument("--size", type=int, default=None, help="input size S (default: the checkpoint's data.size)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset version (default 17, with --dynamo 18); checked first against the "
+                        "range the installed torch exports (torch 2.14: 11-20, with --dynamo 18-23)")
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="max |onnxruntime - PyTorch| allowed, relative to max |logit| (default 1e-3)")
     p.add_argument("--dynamo", action="store_true",
@@ -16,8 +18,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from decseg.files import check_output
     from decseg.inference.export import export_onnx
 
+    check_output(args.onnx, "--onnx", kind="file", example="model.onnx")
     info = export_onnx(args.checkpoint, args.onnx, size=args.size, opset=args.opset,
                        tolerance=args.tolerance, dynamo=args.dynamo)
     print(f"wrote {info['onnx']} ({info['bytes'] / 2**20:.1f} MiB, opset {info['opset']}, {info['exporter']} "

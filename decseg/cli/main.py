@@ -1,8 +1,9 @@
 """``decseg`` entry point: one sub-module per command, each with ``add_parser`` and ``run``.
 
 Sub-modules import torch and friends inside ``run`` so that ``decseg --help`` stays fast.
-Errors derived from DecsegError are printed as one message with a non-zero exit; the
-traceback is shown only with ``--debug``.
+Errors derived from DecsegError, and faults of the environment (a full disk, a file-size limit,
+permissions, memory: ``decseg.errors.environment_error``), are printed as one message with exit
+status 2; anything else is a bug (exit 1). The traceback is shown only with ``--debug``.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import traceback
 
 from decseg import __version__
-from decseg.errors import DecsegError
+from decseg.errors import DecsegError, environment_error
 
 COMMANDS = [
     ("synth", "generate a synthetic lesion dataset"),
@@ -54,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _output_of(args: argparse.Namespace) -> str | None:
+    """The command's output option as ``"--out PATH"``, named when a write error carries no path."""
+    for option in ("out", "onnx", "json"):
+        value = getattr(args, option, None)
+        if isinstance(value, str) and value:
+            return f"--{option} {value}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -71,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"decseg {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # an unexpected failure: one line, plus how to get details
+    except Exception as e:  # the machine's fault (exit 2), or an unexpected failure (exit 1)
+        fault = environment_error(e, writing=_output_of(args))
+        if fault is not None:
+            if args.debug:
+                traceback.print_exc()
+            print(f"decseg {args.command}: error: {fault}", file=sys.stderr)
+            return fault.exit_code
         if args.debug:
             traceback.print_exc()
         else:

@@ -29,14 +29,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from decseg.files import check_output
     from decseg.inference.predictor import predict_checkpoint, tqdm_progress
 
-    result = predict_checkpoint(
-        args.checkpoint, args.out, data=args.data, images=args.images, soft=args.soft,
-        overlay=args.overlay, tta=args.tta, amp=args.amp, batch_size=args.batch_size,
-        device=args.device, overrides=args.overrides, num_workers=args.workers,
-        overwrite=args.overwrite, progress=tqdm_progress(),
-    )
+    check_output(args.out, "--out")  # PRED_overlay goes beside it, in the same folder
+    progress = tqdm_progress()
+    try:
+        result = predict_checkpoint(
+            args.checkpoint, args.out, data=args.data, images=args.images, soft=args.soft,
+            overlay=args.overlay, tta=args.tta, amp=args.amp, batch_size=args.batch_size,
+            device=args.device, overrides=args.overrides, num_workers=args.workers,
+            overwrite=args.overwrite, progress=progress,
+        )
+    finally:
+        progress.close()  # an error then starts on a line of its own, not after a bar
     total = sum(result["sets"].values())
     sets = ", ".join(f"{k} ({v})" for k, v in result["sets"].items())
     print(f"wrote {total} {'probability' if args.soft else 'binary'} maps to {result['out']}: {sets}")

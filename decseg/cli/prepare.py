@@ -35,9 +35,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from decseg.data.prepare import prepare_dataset
     from decseg.errors import DataError
+    from decseg.files import check_output
 
     if args.only_lesion and args.task != "lgg":
         raise DataError("--only-lesion applies to the lgg task only")
+    check_output(args.out, "--out")
     report = prepare_dataset(args.task, args.src, args.out, labeled=args.labeled, val=args.val,
                              test=args.test, seed=args.seed, skip_bad=args.skip_bad,
                              only_lesion=args.only_lesion, protocol=args.protocol,

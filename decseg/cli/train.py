@@ -44,8 +44,10 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from decseg.files import check_output
     from decseg.train.trainer import Trainer
 
+    check_output(args.out, "--out")
     cfg = resolve_config(args)
     trainer = Trainer(cfg, args.data, args.out, resume=args.resume, stop_after=args.stop_after)
     return trainer.run()

@@ -1,7 +1,9 @@
 """Reading images and masks of any common flavour into plain numpy arrays.
 
 ``read_image`` returns uint8 HxWxC; ``read_mask`` returns bool HxW. Every failure
-(zero-byte, truncated, corrupt, not an image) raises :class:`DataError` naming the file.
+(zero-byte, truncated, corrupt, not an image, more pixels than ``decseg.files.max_pixels()``)
+raises :class:`DataError` naming the file; the pixel count is checked from the header, before
+any decoding, for every format.
 
 Mask rule (documented in docs/DATA.md):
 - colour masks are reduced to their brightest channel (alpha ignored);
@@ -11,16 +13,20 @@ Mask rule (documented in docs/DATA.md):
 """
 from __future__ import annotations
 
+import errno
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from decseg.errors import DataError
+from decseg.errors import DataError, environment_error, naming
+from decseg.files import check_pixels, max_pixels, open_image
 
 # Which files are images at all: decseg.files.IMAGE_EXTENSIONS (all of them are read here).
 TIFF_EXTENSIONS = (".tif", ".tiff")
+# Read errors that belong to the one file (reported like a bad file; others propagate).
+_UNREADABLE = (errno.EACCES, errno.EPERM, errno.EIO)
 
 
 def _fail(path: Path, why: str) -> DataError:
@@ -28,12 +34,13 @@ def _fail(path: Path, why: str) -> DataError:
                      f"image - replace it, or remove it from the folder")
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, limit: int) -> np.ndarray:
     # tifffile reads what PIL cannot (16-bit RGB, float, multi-sample TIFFs).
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
+        check_pixels(path, page.imagelength, page.imagewidth, limit)
         arr = page.asarray()
         photometric = getattr(page.photometric, "name", "")
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
@@ -89,23 +96,29 @@ def read_raw(path: str | Path, min_side: int | None = None) -> np.ndarray:
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise _fail(path, "zero-byte file")
+    limit = max_pixels()
     if path.suffix.lower() in TIFF_EXTENSIONS:
         try:
-            arr = _read_tiff(path)
+            arr = _read_tiff(path, limit)
+        except (DataError, MemoryError):
+            raise
         except Exception:  # noqa: BLE001 - fall back to PIL, which reports its own error below
             arr = None
         if arr is not None and arr.size:
             return arr
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), naming(path):
             warnings.simplefilter("ignore")  # EXIF/ICC warnings are noise here
-            with Image.open(path) as img:
+            with open_image(path, limit) as img:
                 _draft(img, min_side)
                 img.load()  # decode now so truncated files fail here, not later
                 return _pil_to_array(img)
-    except Image.DecompressionBombError as e:
-        raise _fail(path, f"too large: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError, Image.UnidentifiedImageError) as e:
+        # PIL's complaints about the content carry no errno; an errno is the machine speaking.
+        if isinstance(e, OSError) and e.errno in _UNREADABLE:  # this file: say so, not "corrupt"
+            raise DataError(str(environment_error(e))) from None
+        if isinstance(e, OSError) and e.errno is not None and environment_error(e) is not None:
+            raise  # too many open files, out of memory: not the file's fault
         raise _fail(path, str(e) or type(e).__name__) from None
 
 
@@ -181,21 +194,26 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) from the header when PIL can, without decoding the pixels."""
+    """(H, W) from the header when PIL can, without decoding the pixels (over the pixel limit:
+    the DataError of :func:`read_raw`)."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with open_image(path, max_pixels()) as img:
             return img.height, img.width
+    except DataError:
+        raise
     except Exception:  # noqa: BLE001 - fall back to a full read, which names the problem
         a = read_raw(path)
         return a.shape[0], a.shape[1]
 
 
 def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
-    """A bool mask as an 8-bit 0/255 PNG."""
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(path, format="PNG")
+    """A bool mask as an 8-bit 0/255 PNG (a write error names ``path``)."""
+    with naming(path):
+        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(path, format="PNG")
 
 
 def write_image_png(path: str | Path, image: np.ndarray) -> None:
     img = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-    Image.fromarray(np.ascontiguousarray(img)).save(path, format="PNG")
+    with naming(path):
+        Image.fromarray(np.ascontiguousarray(img)).save(path, format="PNG")

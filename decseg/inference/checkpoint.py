@@ -90,6 +90,11 @@ def save_checkpoint(path: str | Path, *, model_state: dict, config: Config | dic
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint with ``weights_only=True``; every failure is a CheckpointError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        found = [p for p in (path / "checkpoints" / "best.pt", path / "best.pt", path / "checkpoints" / "last.pt",
+                             path / "last.pt") if p.is_file()]
+        which = f"e.g. --checkpoint {found[0]}" if found else "e.g. RUN/checkpoints/best.pt of a training run"
+        raise CheckpointError(f"checkpoint {path} is a folder; pass the checkpoint file itself, {which}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     ckpt = safe_torch_load(path, CheckpointError, f"checkpoint {path}",

@@ -172,17 +172,23 @@ def config_with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     return config_from_dict(d, source="--set").validate()
 
 
-def tqdm_progress(desc_prefix: str = "predict"):
-    """A ``progress`` callback for :func:`predict_sources` that shows one tqdm bar per set."""
-    from tqdm.auto import tqdm
+class TqdmProgress:
+    """A ``progress`` callback for :func:`predict_sources` that shows one tqdm bar per set.
 
-    bars = []
+    ``close()`` ends the open bar with its newline: call it when prediction stops, also on an
+    error, so that the error message starts on a line of its own instead of after the bar.
+    """
 
-    def start(name: str, total: int):
-        for b in bars:
-            b.close()
-        bar = tqdm(total=total, desc=f"{desc_prefix} {name}", unit="img", leave=True)
-        bars.append(bar)
+    def __init__(self, desc_prefix: str = "predict"):
+        self.desc_prefix = desc_prefix
+        self.bars: list = []
+
+    def __call__(self, name: str, total: int) -> Callable[[int], None]:
+        from tqdm.auto import tqdm
+
+        self.close()
+        bar = tqdm(total=total, desc=f"{self.desc_prefix} {name}", unit="img", leave=True)
+        self.bars.append(bar)
 
         def step(n: int) -> None:
             bar.update(n)
@@ -191,7 +197,14 @@ def tqdm_progress(desc_prefix: str = "predict"):
 
         return step
 
-    return start
+    def close(self) -> None:
+        for b in self.bars:
+            b.close()  # closing twice is a no-op
+
+
+def tqdm_progress(desc_prefix: str = "predict") -> TqdmProgress:
+    """One tqdm bar per set, as a ``progress`` callback (see :class:`TqdmProgress`)."""
+    return TqdmProgress(desc_prefix)
 
 
 def predict_checkpoint(checkpoint: str | Path, out: str | Path, *, data: str | Path | None = None,

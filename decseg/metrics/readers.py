@@ -3,16 +3,18 @@
 ``imread`` returns: logical for 1-bit images, the raw integer class otherwise (uint8 or
 uint16, no rescaling), colour as HxWx3 (alpha dropped), and for palette images the
 palette *indices*. We keep those semantics so that the toolbox's ``rgb2gray`` and
-``> 128`` see the same numbers; surprising cases produce a warning.
+``> 128`` see the same numbers; surprising cases produce a warning. An image with more pixels
+than ``decseg.files.max_pixels()`` is refused from its header, before decoding, as in the data
+layer.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from decseg.errors import DataError
+from decseg.files import check_pixels, max_pixels, open_image
 from decseg.metrics.matlab import rgb2gray
 
 
@@ -38,11 +40,15 @@ def _pnm_maxval(path: Path) -> tuple[bytes, int] | None:
 def imread(path: str | Path) -> tuple[np.ndarray, bool]:
     """(array, is_palette) of an image file as MATLAB's one-output ``imread`` returns it."""
     path = Path(path)
+    limit = max_pixels()
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            arr = np.asarray(tifffile.imread(path, key=0))  # first page, as imread
+            with tifffile.TiffFile(path) as tif:  # the first page, as imread
+                page = tif.pages[0]
+                check_pixels(path, page.imagelength, page.imagewidth, limit)
+                arr = np.asarray(page.asarray())
             if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (1, 3, 4):
                 arr = np.moveaxis(arr, 0, 2)  # planar (channels-first) TIFF -> HxWxC
             return arr, False
@@ -56,7 +62,7 @@ def imread(path: str | Path) -> tuple[np.ndarray, bool]:
             # Pillow reduces 16-bit PPMs to 8 bits as well.
             raise DataError(f"{path}: 16-bit colour PPMs are not supported; save it as 8-bit, "
                             f"or as a 16-bit greyscale PGM or PNG")
-        with Image.open(path) as img:
+        with open_image(path, limit) as img:  # the pixel limit is checked before decoding
             img.load()
             mode = img.mode
             if mode == "P" or mode == "PA":
@@ -74,7 +80,7 @@ def imread(path: str | Path) -> tuple[np.ndarray, bool]:
             elif arr.dtype.byteorder == ">":
                 arr = arr.astype(arr.dtype.newbyteorder("="))
             return arr, False
-    except DataError:
+    except (DataError, MemoryError):  # out of memory is the machine's fault, not the file's
         raise
     except Exception as e:  # unreadable, truncated or not an image
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e}); "

@@ -21,8 +21,8 @@ from PIL import Image
 
 from decseg.data.imageio import read_image, read_mask, read_raw, write_image_png, write_mask_png
 from decseg.data.splits import Amount, labeled_split, parse_amount, take, write_id_list
-from decseg.errors import DataError
-from decseg.files import index_by_stem, is_ignorable
+from decseg.errors import DataError, naming
+from decseg.files import IMAGE_EXTENSIONS, index_by_stem, is_ignorable
 from decseg.io import atomic_dir
 
 KEEP_FORMATS = (".png", ".jpg", ".jpeg", ".bmp")  # copied byte for byte when 8-bit grey/RGB
@@ -72,8 +72,15 @@ def image_files(folder: Path, ignored: list[str]) -> dict[str, Path]:
 
 def pair_folders(images: Path, masks: Path, ignored: list[str], mask_suffix: str = "",
                  group: str | None = None) -> list[Pair]:
-    """Match ``images/ID.*`` with ``masks/ID{mask_suffix}.*``; unmatched files become half pairs."""
+    """Match ``images/ID.*`` with ``masks/ID{mask_suffix}.*``; unmatched files become half pairs.
+
+    An images folder without a single image is a DataError that says so.
+    """
     imgs = image_files(images, ignored)
+    if not imgs:
+        what = "holds no image files" if any(images.iterdir()) else "is empty"
+        raise DataError(f"{images}: the images folder {what}; put the images there "
+                        f"({', '.join(IMAGE_EXTENSIONS)}), or point --src at the folder that holds them")
     msks: dict[str, Path] = {}
     for stem, p in image_files(masks, ignored).items():
         if mask_suffix and not stem.endswith(mask_suffix):
@@ -176,7 +183,9 @@ def _check_and_stage(pair: Pair, stage: Path) -> Checked:
     reason = _conversion_reason(pair.image)
     if reason is None:
         ext = pair.image.suffix.lower()
-        shutil.copyfile(pair.image, stage / "images" / f"{pair.id}{ext}")
+        dest = stage / "images" / f"{pair.id}{ext}"
+        with naming(dest):  # a full disk names the file being written
+            shutil.copyfile(pair.image, dest)
     else:
         ext = ".png"
         # Keep grey images grey: the reader repeats the channel at load time.
@@ -281,6 +290,9 @@ def _assign_splits(settings: SourceSettings, checked_train: list[Checked],
         pool = pool + rest
     if settings.test_from_pool and test and not has_tests:
         tests["test"], pool = _carve(pool, test, seed, "test", "--test", by_group)
+    if not pool:
+        raise DataError("no training images are left: every image was left out as bad or went to a test "
+                        "set; check the download, --skip-bad and --test")
     val_items, train_items = _carve(pool, val, seed, "val", "--val", by_group) if val else ([], pool)
     lab, unl, note = labeled_split([c.pair.id for c in train_items], labeled, seed, base=len(pool))
     if not lab:

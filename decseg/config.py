@@ -315,7 +315,7 @@ def config_from_dict(d: dict[str, Any], source: str = "<dict>") -> Config:
     return cfg
 
 
-def _yaml_problem(e: yaml.YAMLError) -> str:
+def yaml_problem(e: yaml.YAMLError) -> str:
     """PyYAML's error as one line with the line and column (1-based) of the file, not its
     ``in "<unicode string>"`` lines: ``line 2, column 1: expected ',' or ']', but got '<stream end>'
     (while parsing a flow sequence started at line 1, column 8)``."""
@@ -338,7 +338,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             raw = yaml_load(p.read_text(encoding="utf-8-sig")) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {_yaml_problem(e)}; fix the syntax there") from None
+            raise ConfigError(f"{p}: not valid YAML: {yaml_problem(e)}; fix the syntax there") from None
         except UnicodeDecodeError as e:  # e.g. a binary file, or a Latin-1 comment
             raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
         if not isinstance(raw, dict):

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from decseg.config import yaml_problem
 from decseg.errors import DataError
 from decseg.files import index_by_stem
 
@@ -91,7 +92,8 @@ class DatasetLayout:
         try:
             info = yaml.safe_load(read_utf8(path))
         except yaml.YAMLError as e:
-            raise DataError(f"{path}: not valid YAML: {e}") from None
+            raise DataError(f"{path}: not valid YAML ({yaml_problem(e)}); fix the file, or write it "
+                            f"again with decseg prepare / decseg synth") from None
         if not isinstance(info, dict):
             raise DataError(f"{path}: must be a mapping with keys {', '.join(REQUIRED_KEYS)}")
         for key, tp in REQUIRED_KEYS.items():

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from decseg.config import PREDICT_AMP, Config
-from decseg.errors import ConfigError, DataError
+from decseg.errors import ConfigError, DataError, naming
 from decseg.accel.device import resolve_device
 from decseg.inference.maps import maps_at_original_size, overlay_folder, overlay_image
 from decseg.io import atomic_dir
@@ -102,7 +102,8 @@ def _item_mask(masks, i: int) -> np.ndarray | None:
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
-    Image.fromarray(array).save(path)
+    with naming(path):  # a full disk names the file being written
+        Image.fromarray(array).save(path)
 
 
 def predict_sources(predictor: Predictor, sources: Iterable[PredictSource], out: str | Path, *,

@@ -119,6 +119,10 @@ class Trainer:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise DecsegError(f"--out {self.run_dir} is a file; choose a folder for the run")
         self._lock = RunLock.acquire(self.run_dir)
+        # the lock makes this process the run's only writer: temp files of a checkpoint write
+        # cut by kill -9 belong to no one
+        for stale in self.ckpt_dir.glob(".*.pt.*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def _on_rank0(self, work) -> None:
         """``work()`` on rank 0; when it raises a DecsegError there, every rank stops (none waits)."""
@@ -201,7 +205,8 @@ class Trainer:
             lab, unl = self._to_device(lab), self._to_device(unl)
             lr = self.step.set_lr(self.iteration)
             want_images = bool(self.main and t.image_every and (self.iteration + 1) % t.image_every == 0)
-            losses, visuals = self.step.forward(lab, unl, self.iteration, with_visuals=want_images)
+            with D.collective_errors("the training step's forward (DDP buffer broadcast)"):
+                losses, visuals = self.step.forward(lab, unl, self.iteration, with_visuals=want_images)
             loss = losses["loss"]
             bad, stop = D.any_across_ranks([not bool(torch.isfinite(loss)), self._signal is not None],
                                            self.device)
@@ -219,7 +224,8 @@ class Trainer:
                         f"raise train.max_nonfinite")
             else:
                 nonfinite = 0
-                self.step.update(loss, self.iteration)
+                with D.collective_errors("the training step's gradient all-reduce (DDP backward)"):
+                    self.step.update(loss, self.iteration)
             self.iteration += 1
             bar.update(1)
 

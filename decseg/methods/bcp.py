@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from decseg.config import Config
 from decseg.errors import ConfigError
 from decseg.methods.augment import copy_paste_box, paste
-from decseg.methods.fixmatch import prediction, pseudo_labels, require_semi
+from decseg.methods.common import prediction, pseudo_labels, require_semi
 from decseg.methods.meanteacher import MeanTeacherMethod
-from decseg.methods.unimatch import masked_dice_loss
+from decseg.losses.pseudo_label import masked_dice_loss
 
 BOX_FRACTION = 2 / 3
 U_WEIGHT = 0.5

@@ -30,7 +30,7 @@ from torch import nn
 from decseg.config import Config
 from decseg.losses import supervised_loss
 from decseg.methods.base import Method
-from decseg.methods.fixmatch import heads, prediction, require_semi
+from decseg.methods.common import heads, prediction, require_semi
 
 CPS_WEIGHT = 1.5
 NET2_SEED_OFFSET = 1

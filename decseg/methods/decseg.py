@@ -17,6 +17,7 @@ from decseg.losses import (
     scale_consistency_loss, supervised_loss,
 )
 from decseg.methods.base import Method
+from decseg.methods.common import heads, prediction
 
 
 class DECSegMethod(Method):
@@ -43,7 +44,7 @@ class DECSegMethod(Method):
         nl = labeled["image"].shape[0]
         o1, o2, o3 = self.net(_cat(labeled, unlabeled, "image"), _cat(labeled, unlabeled, "image_half"))
         y = labeled["mask"]
-        sup = supervised_loss([_head(o1, nl), _head(o2, nl), _head(o3, nl)], [y, labeled["mask_half"], y])
+        sup = supervised_loss(heads((o1, o2, o3), nl), [y, labeled["mask_half"], y])
         s1, s2, s3 = (_softmax(o) for o in (o1, o2, o3))
         sc_pairs = []
         if s2 is not None:
@@ -64,8 +65,8 @@ class DECSegMethod(Method):
             if self.use_cc:
                 # The generators read logits of the prediction output (o3, or o1 without DCF);
                 # gradients flow into both the generators and the segmentation network.
-                rec1 = self.generators[0]((o3 if o3 is not None else o1)[nl:])
-                rec2 = self.generators[1](p3 if p3 is not None else p1)
+                rec1 = self.generators[0](prediction((o1, o2, o3))[nl:])
+                rec2 = self.generators[1](prediction((p1, p2, p3)))
                 cc = cross_generative_consistency_loss(rec1, unlabeled["image_p"], rec2, unlabeled["image"])
         sc = scale_consistency_loss(sc_pairs) if sc_pairs else zero
 
@@ -83,7 +84,3 @@ def _softmax(logits: torch.Tensor | None) -> torch.Tensor | None:
 
 def _cat(labeled: dict, unlabeled: dict | None, key: str) -> torch.Tensor:
     return labeled[key] if unlabeled is None else torch.cat([labeled[key], unlabeled[key]], 0)
-
-
-def _head(t: torch.Tensor | None, n: int) -> torch.Tensor | None:
-    return None if t is None else t[:n]

@@ -28,45 +28,15 @@ paper's code); the semi-supervised term uses the prediction output (o3, or o1 wi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from decseg.config import Config
-from decseg.errors import ConfigError
 from decseg.losses import supervised_loss
+from decseg.losses.pseudo_label import confident_cross_entropy
 from decseg.methods.augment import strong_colour
 from decseg.methods.base import Method
+from decseg.methods.common import heads, prediction, pseudo_labels, require_semi
 
 LAMBDA_U = 1.0
-
-
-def prediction(outputs: tuple) -> torch.Tensor:
-    """The prediction output of ``(o1, o2, o3)``: o3, or o1 when DCF is off."""
-    return outputs[2] if outputs[2] is not None else outputs[0]
-
-
-@torch.no_grad()
-def pseudo_labels(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(confidence, label)`` per pixel: the max softmax probability and the argmax (detached)."""
-    conf, label = torch.softmax(logits.detach().float(), 1).max(1)
-    return conf, label
-
-
-def confident_ce(logits: torch.Tensor, label: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Pixel-wise CE against ``label``, 0 where ``keep`` is False, averaged over all pixels."""
-    ce = F.cross_entropy(logits.float(), label, reduction="none")
-    return (ce * keep.to(ce.dtype)).mean()
-
-
-def require_semi(cfg: Config, method: str) -> None:
-    """The semi-supervised methods learn from unlabeled images, so they need train.semi=true."""
-    if not cfg.train.semi:
-        raise ConfigError(f"train.method={method} needs train.semi=true (it learns from unlabeled images); "
-                          f"use train.method=supervised for a labeled-only baseline")
-
-
-def heads(outputs: tuple, n: int, start: int = 0) -> list:
-    """Samples ``start:start + n`` of every output that exists (None stays None)."""
-    return [o[start:start + n] if o is not None else None for o in outputs]
 
 
 class FixMatchMethod(Method):
@@ -89,7 +59,7 @@ class FixMatchMethod(Method):
         pred = prediction(outs)
         conf, label = pseudo_labels(pred[nl:nl + nu])
         keep = conf >= self.cfg.train.confidence_threshold
-        unsup = confident_ce(pred[nl + nu:], label, keep)
+        unsup = confident_cross_entropy(pred[nl + nu:], label, keep)
         loss = sup + LAMBDA_U * unsup
         losses = {"loss": loss, "sup": sup.detach(), "unsup": unsup.detach(),
                   "confident": keep.float().mean()}

@@ -14,7 +14,7 @@ from torch import nn
 from decseg.config import Config
 from decseg.methods.ema import ModelEMA
 from decseg.methods.base import Method
-from decseg.errors import ConfigError
+from decseg.methods.common import heads, prediction, require_semi
 from decseg.losses import mse, sigmoid_rampup, supervised_loss
 
 NOISE_STD, NOISE_CLIP = 0.1, 0.2
@@ -34,10 +34,7 @@ class MeanTeacherMethod(Method):
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
-        t = cfg.train
-        if not t.semi:
-            raise ConfigError("train.method=meanteacher needs train.semi=true (it learns from unlabeled "
-                              "images); use train.method=supervised for a labeled-only baseline")
+        require_semi(cfg, "meanteacher")
         super().check_config(cfg)
 
     def lambda_weight(self, iteration: int) -> float:
@@ -51,16 +48,14 @@ class MeanTeacherMethod(Method):
         xh = torch.cat([labeled["image_half"], unlabeled["image_half"]], 0)
         o1, o2, o3 = self.net(x, xh)
         y, yh = labeled["mask"], labeled["mask_half"]
-        heads = [o[:nl] if o is not None else None for o in (o1, o2, o3)]
-        sup = supervised_loss(heads, [y, yh, y])
+        sup = supervised_loss(heads((o1, o2, o3), nl), [y, yh, y])
 
         teacher = self.ema.model
         teacher.train(self.training)
         with torch.no_grad():
             xt, xth = _noisy(unlabeled["image_p"]), _noisy(unlabeled["image_half_p"])
-            t1, _, t3 = teacher(xt, xth)
-            t_pred = torch.softmax((t3 if t3 is not None else t1).float(), 1)
-        s_pred = torch.softmax((o3 if o3 is not None else o1)[nl:].float(), 1)
+            t_pred = torch.softmax(prediction(teacher(xt, xth)).float(), 1)
+        s_pred = torch.softmax(prediction((o1, o2, o3))[nl:].float(), 1)
         mt = mse(s_pred, t_pred)
         lam = self.lambda_weight(iteration)
         loss = sup + lam * mt

@@ -33,33 +33,17 @@ prediction output (o3, or o1 without DCF). UniMatch's ACDC schedule (SGD lr 0.01
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from decseg.config import Config
 from decseg.errors import ConfigError
 from decseg.losses import supervised_loss
-from decseg.losses.supervised import DICE_SMOOTH
+from decseg.losses.pseudo_label import masked_dice_loss
 from decseg.methods.augment import cutmix_boxes, paste, strong_colour
 from decseg.methods.base import Method
-from decseg.methods.fixmatch import heads, prediction, pseudo_labels, require_semi
+from decseg.methods.common import heads, prediction, pseudo_labels, require_semi
 
 FP_DROPOUT = 0.5
 W_S1, W_S2, W_FP = 0.25, 0.25, 0.5
-
-
-def masked_dice_loss(probs: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Soft Dice (squared sums, batch-wise, mean over classes) over the pixels where ``keep``.
-
-    ``probs``: (N, K, H, W); ``target``: (N, H, W) class indices; ``keep``: (N, H, W) bool or
-    a [0, 1] weight. 0 when no pixel is kept.
-    """
-    probs = probs.float()
-    onehot = F.one_hot(target.long(), probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
-    k = keep.to(probs.dtype).unsqueeze(1)
-    dims = (0, 2, 3)
-    intersect = (probs * onehot * k).sum(dims)
-    denom = (probs * probs * k).sum(dims) + (onehot * onehot * k).sum(dims)
-    return (1.0 - (2.0 * intersect + DICE_SMOOTH) / (denom + DICE_SMOOTH)).mean()
 
 
 class UniMatchMethod(Method):

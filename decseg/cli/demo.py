@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from decseg.errors import DecsegError
+from decseg.files import check_output
 
 METHODS = {"supervised": "supervised baseline", "decseg": "DEC-Seg"}  # report order: baseline first
 DEMO_PARTS = ("data", "runs", "pred", "metrics.json", "report.md", "curves.png", "grid.png")
@@ -73,8 +74,7 @@ def _stage(log: Callable[[str], None], k: int, n: int, name: str) -> float:
 
 def prepare_out(out: Path, overwrite: bool) -> None:
     """Refuse to mix with an unrelated folder; with ``overwrite`` remove only the demo's own parts."""
-    if out.exists() and not out.is_dir():
-        raise DecsegError(f"--out {out} is a file; choose a folder")
+    check_output(out, "--out")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise DecsegError(f"--out {out} already exists and is not empty; pass --overwrite to replace "

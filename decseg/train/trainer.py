@@ -32,8 +32,8 @@ from decseg.train.run_lock import RunLock
 from decseg.train.step import TrainStep, build_training
 from decseg.train.validation import has_val_split, validate
 from decseg.errors import CheckpointError, ConfigError, DecsegError
-from decseg.io import atomic_write_text
-from decseg.io import seed_everything
+from decseg.files import check_output
+from decseg.io import atomic_write_text, seed_everything
 
 SIGNAL_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -116,8 +116,7 @@ class Trainer:
         self.has_val = has_val_split(self.layout)
 
     def _take_lock(self) -> None:
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise DecsegError(f"--out {self.run_dir} is a file; choose a folder for the run")
+        check_output(self.run_dir, "--out")
         self._lock = RunLock.acquire(self.run_dir)
         # the lock makes this process the run's only writer: temp files of a checkpoint write
         # cut by kill -9 belong to no one

@@ -97,6 +97,17 @@ def open_image(path: str | Path, limit: int | None = None):
     return img
 
 
+def read_tiff_page(path: str | Path, limit: int | None = None):
+    """``(pixels, photometric name)`` of a TIFF's first page (as MATLAB's imread reads it),
+    with the pixel limit checked from the page header before anything is decoded."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        check_pixels(path, page.imagelength, page.imagewidth, limit)
+        return page.asarray(), getattr(page.photometric, "name", "")
+
+
 def check_output(path: str | Path, option: str = "--out", kind: str = "folder", example: str = "") -> Path:
     """Fail before any heavy work, naming ``option``, when ``path`` cannot be written.
 

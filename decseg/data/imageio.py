@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from decseg.errors import DataError, environment_error, naming
-from decseg.files import check_pixels, max_pixels, open_image
+from decseg.files import max_pixels, open_image, read_tiff_page
 
 # Which files are images at all: decseg.files.IMAGE_EXTENSIONS (all of them are read here).
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -36,13 +36,7 @@ def _fail(path: Path, why: str) -> DataError:
 
 def _read_tiff(path: Path, limit: int) -> np.ndarray:
     # tifffile reads what PIL cannot (16-bit RGB, float, multi-sample TIFFs).
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        check_pixels(path, page.imagelength, page.imagewidth, limit)
-        arr = page.asarray()
-        photometric = getattr(page.photometric, "name", "")
+    arr, photometric = read_tiff_page(path, limit)
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar (CxHxW) storage
     if photometric == "SEPARATED" and arr.ndim == 3 and arr.shape[-1] >= 4:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from decseg.errors import DataError
-from decseg.files import check_pixels, max_pixels, open_image
+from decseg.files import max_pixels, open_image, read_tiff_page
 from decseg.metrics.matlab import rgb2gray
 
 
@@ -43,12 +43,7 @@ def imread(path: str | Path) -> tuple[np.ndarray, bool]:
     limit = max_pixels()
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:  # the first page, as imread
-                page = tif.pages[0]
-                check_pixels(path, page.imagelength, page.imagewidth, limit)
-                arr = np.asarray(page.asarray())
+            arr = np.asarray(read_tiff_page(path, limit)[0])  # the first page, as imread
             if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (1, 3, 4):
                 arr = np.moveaxis(arr, 0, 2)  # planar (channels-first) TIFF -> HxWxC
             return arr, False

@@ -230,13 +230,16 @@ def strict_fp32() -> Iterator[None]:
 
 
 def config_echo(cfg: Config, device: torch.device) -> dict:
+    from decseg.methods import method_class
+
     t = cfg.train
+    unlabeled = t.batch_unlabeled if method_class(cfg).uses_unlabeled(cfg) else 0
     return {
         "size": cfg.data.size,
         "half_size": cfg.data.half_size,
         "batch_labeled": t.batch_labeled,
-        "batch_unlabeled": t.batch_unlabeled if t.semi and t.method != "supervised" else 0,
-        "batch": t.batch_labeled + (t.batch_unlabeled if t.semi and t.method != "supervised" else 0),
+        "batch_unlabeled": unlabeled,
+        "batch": t.batch_labeled + unlabeled,
         "method": t.method,
         "amp": t.amp,
         "channels_last": t.channels_last,

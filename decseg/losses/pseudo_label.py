@@ -1,6 +1,8 @@
-"""Losses against pseudo-labels that ignore low-confidence pixels (FixMatch, UniMatch, BCP).
+"""Losses over a subset of pixels: pseudo-labels above a confidence, or one region of a mixed image
+(FixMatch, UniMatch, BCP).
 
-Pixels where ``keep`` is False contribute nothing; both stay exact under autocast (float32).
+Pixels where ``keep`` is False contribute nothing; all are computed in float32, so they stay
+exact under autocast.
 """
 from __future__ import annotations
 
@@ -29,3 +31,11 @@ def masked_dice_loss(probs: torch.Tensor, target: torch.Tensor, keep: torch.Tens
     intersect = (probs * onehot * k).sum(dims)
     denom = (probs * probs * k).sum(dims) + (onehot * onehot * k).sum(dims)
     return (1.0 - (2.0 * intersect + DICE_SMOOTH) / (denom + DICE_SMOOTH)).mean()
+
+
+def masked_ce_dice_loss(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``(CE + Dice) / 2`` of ``logits`` against ``target`` over the pixels where ``keep``."""
+    logits = logits.float()
+    k = keep.to(logits.dtype)
+    ce = (F.cross_entropy(logits, target, reduction="none") * k).sum() / (k.sum() + 1e-16)
+    return 0.5 * (ce + masked_dice_loss(torch.softmax(logits, 1), target, keep))

@@ -15,8 +15,8 @@ pixel came from a labeled image and the teacher's pseudo-label elsewhere:
 
     L = L_sup + alpha * L_unsup,   alpha = U_WEIGHT = 0.5 (the paper's weight of the unlabeled part)
 
-with each part ``(CE + Dice) / 2`` over its own pixels (CE averaged over those pixels, Dice
-over them batch-wise; UniMatch's ``masked_dice_loss``), summed over the two mixed images. The
+with each part ``(CE + Dice) / 2`` over its own pixels (``losses.pseudo_label.masked_ce_dice_loss``:
+CE averaged over those pixels, Dice over them batch-wise), summed over the two mixed images. The
 labeled and unlabeled partners: pair ``a`` is sample i of each stream, pair ``b`` the batches
 rolled by one sample, so each mixed image combines different images (BCP splits its batch in
 halves instead); this needs ``train.batch_labeled == train.batch_unlabeled``. The two mixed
@@ -40,18 +40,10 @@ from decseg.errors import ConfigError
 from decseg.methods.augment import copy_paste_box, paste
 from decseg.methods.common import prediction, pseudo_labels, require_semi
 from decseg.methods.meanteacher import MeanTeacherMethod
-from decseg.losses.pseudo_label import masked_dice_loss
+from decseg.losses.pseudo_label import masked_ce_dice_loss
 
 BOX_FRACTION = 2 / 3
 U_WEIGHT = 0.5
-
-
-def region_loss(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``(CE + Dice) / 2`` of ``logits`` against ``target`` over the pixels where ``keep``."""
-    logits = logits.float()
-    k = keep.to(logits.dtype)
-    ce = (F.cross_entropy(logits, target, reduction="none") * k).sum() / (k.sum() + 1e-16)
-    return 0.5 * (ce + masked_dice_loss(torch.softmax(logits, 1), target, keep))
 
 
 def _at(t: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -94,8 +86,8 @@ class BCPMethod(MeanTeacherMethod):
             size = o.shape[-2:]
             for i, (gt, pl, from_labeled) in enumerate(parts):
                 oi, gt, pl, m = o[i * n:(i + 1) * n], _at(gt, size), _at(pl, size), _at(from_labeled, size)
-                sup = sup + region_loss(oi, gt, m)
-                unsup = unsup + region_loss(oi, pl, ~m)
+                sup = sup + masked_ce_dice_loss(oi, gt, m)
+                unsup = unsup + masked_ce_dice_loss(oi, pl, ~m)
         loss = sup + U_WEIGHT * unsup
         o1, o2, o3 = outs
         return ({"loss": loss, "sup": sup.detach(), "unsup": unsup.detach()},

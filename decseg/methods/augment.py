@@ -10,6 +10,10 @@ its own parameters. All random numbers come from torch's global CPU generator (t
 seeds it per rank and saves it in ``last.pt``), and are moved to the batch's device, so a seed
 gives the same augmentations on CPU and GPU. Saturation, hue and greyscale act only on
 3-channel (RGB) images; other channel counts skip them.
+
+Why by hand: torchvision's functional colour ops and blur (``adjust_hue``, ``gaussian_blur``, ...)
+take one factor per call, so per-sample factors would mean one call per sample and operation;
+here each operation is one batched expression with a factor per sample, on the batch's device.
 """
 from __future__ import annotations
 

@@ -30,6 +30,31 @@ PREDICT_AMP = ("off", "bf16")
 CONV_WEIGHT_GRAD = ("auto", "gemm", "native")
 #: train.cpu_memory besides auto (decseg/accel/malloc.py says what each does)
 CPU_MEMORY_MODES = ("cache", "return", "reuse", "system")
+#: data.intensity forms (decseg/data/intensity.py applies them; docs/DATA.md says what each does)
+INTENSITY_FORMS = "auto, unit, minmax, percentile, percentile:LOW,HIGH (0 <= LOW < HIGH <= 100) or window:LOW,HIGH"
+
+
+def intensity_spec(spec: str) -> tuple[str, float | None, float | None]:
+    """(mode, low, high) of a data.intensity value; ValueError naming the accepted forms.
+
+    Parsed here, in the settings layer, so Config.validate and decseg.data.intensity share it.
+    """
+    text = str(spec).strip().lower()
+    mode, _, args = text.partition(":")
+    if mode in ("auto", "unit", "minmax") and not args:
+        return mode, None, None
+    if mode == "percentile" and not args:
+        return mode, 0.5, 99.5
+    if mode in ("percentile", "window") and args:
+        parts = args.split(",")
+        try:
+            low, high = (float(v) for v in parts) if len(parts) == 2 else (math.nan, math.nan)
+        except ValueError:
+            low = high = math.nan
+        ok = math.isfinite(low) and math.isfinite(high) and low < high
+        if ok and (mode == "window" or (0 <= low and high <= 100)):
+            return mode, low, high
+    raise ValueError(f"{spec!r} is not an intensity rule; use {INTENSITY_FORMS}")
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -65,6 +90,12 @@ class DataConfig:
     interpolation: str = "area"
     geometric_aug: bool = False  # random flips/rotations; off in the paper config
     num_workers: int = 2
+    # a folder with labeled.txt and unlabeled.txt used instead of DATA/splits ("" = DATA/splits);
+    # decseg compare writes one per label ratio and seed and shares it between methods
+    splits: str = ""
+    # non-uint8 images -> 8 bit (docs/DATA.md): auto (uint8 /255, others per-image 0.5-99.5
+    # percentile window), unit, minmax, percentile[:LOW,HIGH], window:LOW,HIGH
+    intensity: str = "auto"
 
     @property
     def half_size(self) -> int:
@@ -157,6 +188,10 @@ class Config:
         if d.classes < 2:
             raise ConfigError(f"data.classes={d.classes} must be >= 2 (background + lesion)")
         _choice("data.interpolation", d.interpolation, INTERPOLATIONS)
+        try:
+            intensity_spec(d.intensity)
+        except ValueError as e:
+            raise ConfigError(f"data.intensity={e}") from None
         _choice("train.method", t.method, METHODS)
         _choice("train.amp", t.amp, TRAIN_AMP)
         _choice("predict.amp", self.predict.amp, PREDICT_AMP)
@@ -197,6 +232,9 @@ class Config:
             raise ConfigError(f"train.confidence_threshold={t.confidence_threshold} must be in [0, 1]")
         if d.num_workers < 0:
             raise ConfigError(f"data.num_workers={d.num_workers} must be >= 0")
+        if d.splits != d.splits.strip() or "\x00" in d.splits:
+            raise ConfigError(f"data.splits={d.splits!r}: give a folder path without surrounding "
+                              f"spaces (a folder with labeled.txt and unlabeled.txt), or leave it empty")
         if self.predict.batch_size < 1:
             raise ConfigError(f"predict.batch_size={self.predict.batch_size} must be >= 1")
         return self

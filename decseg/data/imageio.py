@@ -1,6 +1,7 @@
 """Reading images and masks of any common flavour into plain numpy arrays.
 
-``read_image`` returns uint8 HxWxC; ``read_mask`` returns bool HxW. Every failure
+``read_image`` returns uint8 HxWxC (non-uint8 values through an intensity rule,
+decseg.data.intensity); ``read_mask`` returns bool HxW. Every failure
 (zero-byte, truncated, corrupt, not an image, more pixels than ``decseg.files.max_pixels()``)
 raises :class:`DataError` naming the file; the pixel count is checked from the header, before
 any decoding, for every format.
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from decseg.errors import DataError, environment_error, naming
+from decseg.data.intensity import IntensityRule, intensity_rule
+from decseg.errors import ConfigError, DataError, environment_error, naming
 from decseg.files import max_pixels, open_image, read_tiff_page
 
 # Which files are images at all: decseg.files.IMAGE_EXTENSIONS (all of them are read here).
@@ -116,28 +118,10 @@ def read_raw(path: str | Path, min_side: int | None = None) -> np.ndarray:
         raise _fail(path, str(e) or type(e).__name__) from None
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == bool:
-        return arr.astype(np.uint8) * 255
-    if arr.dtype.kind in "ui":
-        # 16-bit data (uint16, or PIL's int32 'I' mode): full scale 65535 -> 255. An int32
-        # image whose values all fit in 8 bits is taken as 8-bit.
-        full = 255.0 if (arr.dtype != np.uint16 and arr.max(initial=0) <= 255) else 65535.0
-        return np.clip(np.round(arr.astype(np.float64) * (255.0 / full)), 0, 255).astype(np.uint8)
-    if arr.dtype.kind == "f":
-        a = np.nan_to_num(arr.astype(np.float64))
-        scale = 255.0 if a.max(initial=0) <= 1.0 else 1.0
-        return np.clip(np.round(a * scale), 0, 255).astype(np.uint8)
-    raise DataError(f"unsupported pixel type {arr.dtype}")
+def image_pixels(path: str | Path, min_side: int | None = None) -> np.ndarray:
+    """The stored values of an image as HxWxC (C = 1 or 3, alpha dropped), dtype as stored.
 
-
-def read_image(path: str | Path, channels: int = 3, min_side: int | None = None) -> np.ndarray:
-    """An image as uint8 HxWxC with C = ``channels`` (grey is repeated, alpha dropped).
-
-    ``min_side``: for callers that shrink the image anyway; a large JPEG may then be decoded
-    at a reduced scale whose sides stay >= min_side (the full extent is kept).
+    Alpha is dropped here, before any intensity window, so it never widens one.
     """
     path = Path(path)
     arr = read_raw(path, min_side)
@@ -147,15 +131,27 @@ def read_image(path: str | Path, channels: int = 3, min_side: int | None = None)
         arr = arr[..., None]
     if arr.ndim != 3:
         raise DataError(f"{path}: expected a 2-D image, got an array of shape {arr.shape}")
-    try:
-        arr = _to_uint8(arr)
-    except DataError as e:
-        raise DataError(f"{path}: {e}") from None
     c = arr.shape[-1]
     if c in (2, 4):
-        arr, c = arr[..., : c - 1], c - 1  # drop alpha
-    if c > 4:
+        arr = arr[..., : c - 1]  # drop alpha
+    elif c > 4:
         raise DataError(f"{path}: {c} channels; expected grey, RGB or RGBA")
+    return arr
+
+
+def to_uint8(pixels: np.ndarray, path: str | Path, intensity: IntensityRule | str | None = None) -> np.ndarray:
+    """Stored values -> uint8 by ``intensity`` (default auto: uint8 as is, other types through a
+    per-image 0.5-99.5 percentile window; decseg.data.intensity)."""
+    rule = intensity_rule("auto" if intensity is None else intensity)
+    try:
+        return rule.apply(pixels)
+    except ConfigError as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+def fit_channels(arr: np.ndarray, channels: int, path: str | Path) -> np.ndarray:
+    """uint8 HxWxC (C = 1 or 3) -> HxW x ``channels`` (grey repeated; RGB to luma for 1)."""
+    c = arr.shape[-1]
     if c == channels:
         return np.ascontiguousarray(arr)
     if c == 1:
@@ -164,6 +160,19 @@ def read_image(path: str | Path, channels: int = 3, min_side: int | None = None)
         grey = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         return np.round(grey).astype(np.uint8)[..., None]
     raise DataError(f"{path}: has {c} channels but {channels} were asked for (data.channels)")
+
+
+def read_image(path: str | Path, channels: int = 3, min_side: int | None = None,
+               intensity: IntensityRule | str | None = None) -> np.ndarray:
+    """An image as uint8 HxWxC with C = ``channels`` (grey is repeated, alpha dropped).
+
+    ``min_side``: for callers that shrink the image anyway; a large JPEG may then be decoded
+    at a reduced scale whose sides stay >= min_side (the full extent is kept).
+    ``intensity``: how non-uint8 values become 8-bit (a rule or a data.intensity string; default
+    auto). uint8 images are pixels as stored under every rule.
+    """
+    path = Path(path)
+    return fit_channels(to_uint8(image_pixels(path, min_side), path, intensity), channels, path)
 
 
 def read_mask(path: str | Path) -> np.ndarray:

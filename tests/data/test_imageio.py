@@ -54,13 +54,19 @@ def test_palette_image_and_mask(tmp_path):
 def test_16bit_png_and_tiff_scale_to_8bit(tmp_path):
     v = np.arange(24 * 32, dtype=np.uint16).reshape(24, 32) * 80
     Image.fromarray(v).save(tmp_path / "g16.png")
-    out = read_image(tmp_path / "g16.png", 3)
+    # The full-scale rule (unit) is kept on request; the default is a per-image percentile window.
+    out = read_image(tmp_path / "g16.png", 3, intensity="unit")
     assert out.dtype == np.uint8
     assert np.array_equal(out[..., 0], np.round(v / 257.0).astype(np.uint8))
+    lo, hi = np.percentile(v.astype(np.float64), [0.5, 99.5])
+    expect = np.clip(np.round((v - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    assert np.array_equal(read_image(tmp_path / "g16.png", 3)[..., 0], expect)
     v3 = np.stack([v, v // 2, np.full_like(v, 65535)], -1)
     tifffile.imwrite(tmp_path / "c16.tif", v3, photometric="rgb")
-    out3 = read_image(tmp_path / "c16.tif", 3)
+    out3 = read_image(tmp_path / "c16.tif", 3, intensity="unit")
     assert np.array_equal(out3, np.round(v3 / 257.0).astype(np.uint8))
+    # One window for all channels: the constant 65535 channel is the brightest value -> 255.
+    assert (read_image(tmp_path / "c16.tif", 3)[..., 2] == 255).all()
 
 
 def test_8bit_tiff_and_cmyk_jpeg(tmp_path):

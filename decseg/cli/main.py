@@ -23,6 +23,7 @@ COMMANDS = [
     ("evaluate", "toolbox-exact metrics of prediction maps against masks"),
     ("summary", "parameters per module and output shapes"),
     ("benchmark", "training step time / inference throughput and peak memory"),
+    ("compare", "methods x label ratios x seeds under one protocol, with a report"),
     ("demo", "the whole method end to end on synthetic data, with a report"),
     ("export", "export the inference network to ONNX"),
 ]

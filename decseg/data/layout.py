@@ -56,10 +56,15 @@ def check_id(id_: str, source: Path) -> None:
 
 
 class DatasetLayout:
-    """A prepared dataset folder. Raises DataError on anything inconsistent."""
+    """A prepared dataset folder. Raises DataError on anything inconsistent.
 
-    def __init__(self, root: str | Path):
+    ``splits``: a folder with labeled.txt and unlabeled.txt to use instead of ``DATA/splits``
+    (config ``data.splits``; ``decseg compare`` writes one per label ratio and seed).
+    """
+
+    def __init__(self, root: str | Path, splits: str | Path | None = None):
         self.root = Path(root)
+        self.splits_dir = Path(splits) if splits else self.root / "splits"
         if not self.root.is_dir():
             raise DataError(f"{self.root}: dataset folder not found; create one with "
                             f"`decseg prepare` or `decseg synth`")
@@ -76,11 +81,11 @@ class DatasetLayout:
         self.unlabeled_ids = self._read_split("unlabeled")
         both = set(self.labeled_ids) & set(self.unlabeled_ids)
         if both:
-            raise DataError(f"{self.root / 'splits'}: {len(both)} IDs are both labeled and unlabeled, "
+            raise DataError(f"{self.splits_dir}: {len(both)} IDs are both labeled and unlabeled, "
                             f"e.g. {sorted(both)[:3]}; each training image must be in one list")
         missing = [i for i in self.labeled_ids if i not in self._train or self._train[i].mask is None]
         if missing:
-            raise DataError(f"{self.root / 'splits' / 'labeled.txt'}: {len(missing)} labeled IDs have no "
+            raise DataError(f"{self.splits_dir / 'labeled.txt'}: {len(missing)} labeled IDs have no "
                             f"mask in train/masks, e.g. {missing[:3]}")
 
     # -- dataset.yaml -------------------------------------------------------
@@ -122,8 +127,11 @@ class DatasetLayout:
         return {i: Item(i, p, masks.get(i)) for i, p in images.items()}
 
     def _read_split(self, which: str) -> list[str]:
-        path = self.root / "splits" / f"{which}.txt"
+        path = self.splits_dir / f"{which}.txt"
         if not path.is_file():
+            if self.splits_dir != self.root / "splits":
+                raise DataError(f"{path}: missing; the data.splits folder {self.splits_dir} must list the "
+                                f"{which} training IDs there (one ID per line)")
             raise DataError(f"{path}: missing; every dataset lists its {which} training IDs there "
                             f"(re-run `decseg prepare`, or write the file: one ID per line)")
         ids = read_id_list(path)

@@ -29,6 +29,7 @@ from decseg.accel.device import resolve_device
 from decseg.accel.malloc import release_free_memory
 from decseg.methods import check_method_config, method_class
 from decseg.train.run_lock import RunLock
+from decseg.train.run_stats import RunStats
 from decseg.train.step import TrainStep, build_training
 from decseg.train.validation import has_val_split, validate
 from decseg.errors import CheckpointError, ConfigError, DecsegError
@@ -76,7 +77,7 @@ class Trainer:
         from decseg.data import DatasetLayout, TwoStreamLoader
         from decseg.data.check import check_training_data
 
-        self.layout = DatasetLayout(self.data_root)
+        self.layout = DatasetLayout(self.data_root, splits=cfg.data.splits or None)
         if self.layout.classes != cfg.data.classes:
             raise ConfigError(f"{self.data_root / 'dataset.yaml'} has classes={self.layout.classes} but "
                               f"data.classes={cfg.data.classes}; set --set data.classes={self.layout.classes}")
@@ -199,7 +200,9 @@ class Trainer:
         self.method.train()
         nonfinite = 0
         t0, it0 = time.time(), self.iteration
+        self.stats = RunStats(self.device, self.iteration, self.info.world_size)
         while self.iteration < t.iterations:
+            self.stats.begin()
             lab, unl = next(batches)
             lab, unl = self._to_device(lab), self._to_device(unl)
             lr = self.step.set_lr(self.iteration)
@@ -225,6 +228,7 @@ class Trainer:
                 nonfinite = 0
                 with D.collective_errors("the training step's gradient all-reduce (DDP backward)"):
                     self.step.update(loss, self.iteration)
+            self.stats.end()
             self.iteration += 1
             bar.update(1)
 
@@ -333,6 +337,7 @@ class Trainer:
         if write_best:
             save_checkpoint(self.ckpt_dir / "best.pt", **common)
         save_checkpoint(self.ckpt_dir / "last.pt", resume=resume, **common)
+        self.stats.write(self.run_dir, it)  # iteration time and peak memory (train_stats.json)
 
     def _open_logs(self):
         log = JsonlLog(self.run_dir / "log.jsonl", enabled=self.main)

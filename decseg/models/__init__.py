@@ -8,7 +8,7 @@ from torch import nn
 
 from decseg.config import Config
 from decseg.models.decseg_net import DECSegNet, resize_image
-from decseg.models.encoder import Encoder, load_encoder_weights
+from decseg.models.encoders import Encoder, create_encoder, load_encoder_weights
 from decseg.models.generator import ReconstructionGenerator
 
 
@@ -16,7 +16,8 @@ def build_encoder(cfg: Config, *, load_pretrained: bool = True) -> Encoder:
     # load_pretrained=False: the caller loads all weights itself (a checkpoint), so neither
     # fetch ImageNet weights nor warn about random initialisation.
     pretrained = cfg.model.pretrained if load_pretrained else None
-    return Encoder(cfg.model.encoder, in_channels=cfg.data.channels, pretrained=pretrained)
+    return create_encoder(cfg.model.encoder, in_channels=cfg.data.channels, pretrained=pretrained,
+                          img_size=cfg.data.size)
 
 
 def build_model(cfg: Config, *, load_pretrained: bool = True) -> DECSegNet:
@@ -49,6 +50,9 @@ def parameter_breakdown(net: DECSegNet, generators: nn.Module | None = None) -> 
     """Parameters per module, as ``decseg summary`` prints them."""
     out: dict = {
         "encoder": count_parameters(net.encoder),
+        # decseg's own modules around the timm backbone: C->3 adapter, stride-2 stem, ViT pyramid
+        "encoder_levels": {"backbone": count_parameters(net.encoder.backbone),
+                           **{k: count_parameters(m) for k, m in net.encoder.extra_modules().items()}},
         "cfa": count_parameters(net.cfa),
         "decoder_full": count_parameters(net.decoder_full),
         "decoder_half": count_parameters(net.decoder_half),
@@ -67,6 +71,6 @@ def parameter_breakdown(net: DECSegNet, generators: nn.Module | None = None) -> 
     return out
 
 
-__all__ = ["DECSegNet", "Encoder", "ReconstructionGenerator", "build_model", "build_encoder",
+__all__ = ["DECSegNet", "Encoder", "create_encoder", "ReconstructionGenerator", "build_model", "build_encoder",
            "build_generators", "count_parameters", "parameter_breakdown", "load_encoder_weights",
            "resize_image"]

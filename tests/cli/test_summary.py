@@ -37,6 +37,6 @@ def test_summary_without_fusion_reports_it_off(tmp_path):
 
 
 def test_summary_bad_encoder_exits_2_with_one_line(capsys):
-    assert main(["summary", "--set", "model.encoder=vit_tiny_patch16_224", "--set", "model.pretrained=false"]) == 2
+    assert main(["summary", "--set", "model.encoder=efficientvit_m0", "--set", "model.pretrained=false"]) == 2
     err = capsys.readouterr().err
     assert "cannot be used" in err and "Traceback" not in err

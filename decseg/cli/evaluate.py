@@ -1,4 +1,5 @@
-"""``decseg evaluate``: toolbox-exact metrics of prediction maps against GT masks."""
+"""``decseg evaluate``: toolbox-exact metrics of prediction maps against GT masks; per-class and
+per-volume metrics for multi-class and volume sets (docs/EVALUATION.md)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,18 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--md", default=None, metavar="FILE", help="write the table as Markdown")
     p.add_argument("--workers", type=int, default=None,
                    help="processes reading and scoring images (default: min(4, CPUs)); results do not depend on it")
+    p.add_argument("--classes", type=int, default=None, metavar="K",
+                   help="number of classes, background included (default: `classes` of the dataset.yaml in "
+                        "the three folders above --gt, else 2); K > 2: masks and predictions hold class indices")
+    p.add_argument("--volumes", choices=("auto", "on", "off"), default="auto",
+                   help="per-volume 3D metrics from the set's volumes.json: auto (when it exists, the default), "
+                        "on (required), off (per image only)")
+    p.add_argument("--distance-unit", choices=("mm", "voxel"), default="mm",
+                   help="volume mode: HD95 and ASD in mm with the volumes' spacing (default), or in voxels "
+                        "without spacing (the SSL4MIS/UniMatch ACDC protocol); 2D sets are always in pixels")
+    p.add_argument("--hd95", choices=("monai", "medpy"), default="monai",
+                   help="the HD95 the table shows: monai (max of the two directed 95th percentiles, default) or "
+                        "medpy (95th percentile of both directions pooled, as ACDC papers); the JSON has both")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,20 +33,27 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from decseg.errors import DataError
-    from decseg.metrics import evaluate_folder, find_sets
-    from decseg.metrics.evaluate import EvaluationWarning
-    from decseg.metrics.report import format_table, write_csv, write_json, write_markdown
+    from decseg.labels import class_names
+    from decseg.metrics import find_sets
+    from decseg.metrics.evaluate import EvaluationWarning, dataset_classes, evaluate_set
+    from decseg.metrics.report import format_results, write_csv, write_json, write_markdown
 
     if args.workers is not None and args.workers < 1:
         raise DataError(f"--workers must be at least 1, got {args.workers}")
+    if args.classes is not None and not 2 <= args.classes <= 256:
+        raise DataError(f"--classes must be between 2 and 256 (8-bit class maps), got {args.classes}")
+    classes, names, _ = dataset_classes(args.gt)
+    if args.classes is not None and args.classes != classes:
+        classes, names = args.classes, class_names(args.classes)
     results = {}
     for name, (pred_dir, gt_dir) in find_sets(args.pred, args.gt).items():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", EvaluationWarning)
-            results[name] = evaluate_folder(pred_dir, gt_dir, workers=args.workers)
+            results[name] = evaluate_set(pred_dir, gt_dir, classes, names, volumes=args.volumes,
+                                         distance_unit=args.distance_unit, workers=args.workers)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
-    print(format_table(results))
+    print(format_results(results, hd95=args.hd95))
     for option, path, write in (("--json", args.json, write_json), ("--csv", args.csv, write_csv),
                                 ("--md", args.md, write_markdown)):
         if not path:

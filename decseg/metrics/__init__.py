@@ -1,6 +1,7 @@
-"""Toolbox-exact evaluation of segmentation maps (the polyp community's MATLAB toolbox).
+"""Toolbox-exact evaluation of segmentation maps (the polyp community's MATLAB toolbox), and
+per-class / per-volume Dice, IoU, HD95 (MONAI's and medpy's) and ASD for multi-class and volume sets.
 
-Importable without torch: numpy, scipy and Pillow only. See docs/EVALUATION.md.
+Importable without torch: numpy, scipy, Pillow and medpy only. See docs/EVALUATION.md.
 """
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from decseg.metrics.evaluate import (
     ImageRecord,
     aggregate,
     binary_mean_dice,
+    dataset_classes,
     evaluate_folder,
     evaluate_image,
     evaluate_records,
+    evaluate_set,
     evaluate_sets,
     find_sets,
 )
@@ -22,6 +25,7 @@ from decseg.metrics.matlab import imresize, mapminmax01, rgb2gray, toolbox_thres
 
 __all__ = [
     "CURVES", "EXTRA_KEYS", "TOOLBOX_KEYS", "EvaluationWarning", "ImageRecord", "aggregate",
-    "binary_mean_dice", "evaluate_folder", "evaluate_image", "evaluate_records", "evaluate_sets",
+    "binary_mean_dice", "dataset_classes", "evaluate_folder", "evaluate_image", "evaluate_records",
+    "evaluate_set", "evaluate_sets",
     "find_sets", "imresize", "mapminmax01", "rgb2gray", "toolbox_thresholds",
 ]

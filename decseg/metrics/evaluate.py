@@ -6,30 +6,29 @@ plain means over images, with the threshold curves averaged first.
 """
 from __future__ import annotations
 
-import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import yaml
 
+from decseg.config import yaml_load, yaml_problem
 from decseg.errors import DataError
-from decseg.files import IMAGE_EXTENSIONS, index_by_stem, is_image_name
+from decseg.labels import check_class_names, class_names
+from decseg.files import is_image_name
 from decseg.metrics import extras, measures
+from decseg.metrics.folders import EvaluationWarning, matched_files, parallel_map, set_label
 from decseg.metrics.matlab import im2double, imresize, mapminmax01
+from decseg.metrics.multiclass import evaluate_label_folder
 from decseg.metrics.readers import gt_to_mask, prediction_channel, read_gt, read_prediction
+from decseg.metrics.volumes import DISTANCE_UNITS, evaluate_volume_folder, volumes_file
 
 # The 13 numbers of the MATLAB toolbox, in its order.
 TOOLBOX_KEYS = ("meanDic", "meanIoU", "wFm", "Sm", "meanEm", "MAE", "maxEm", "maxDice", "maxIoU",
                 "meanSen", "maxSen", "meanSpe", "maxSpe")
-EXTRA_KEYS = ("dice@0.5", "iou@0.5", "hd95", "hd95_undefined", "n_images", "n_empty_gt")
+EXTRA_KEYS = ("dice@0.5", "iou@0.5", "hd95", "hd95_medpy", "hd95_undefined", "n_images", "n_empty_gt")
 CURVES = ("dice", "iou", "sen", "spe", "em")
-
-
-class EvaluationWarning(UserWarning):
-    """Something the evaluator handled but the user should know (resizing, empty GT, ...)."""
 
 
 @dataclass
@@ -47,6 +46,7 @@ class ImageRecord:
     empty_gt: bool
     resized: bool
     warnings: list[str] = field(default_factory=list)
+    hd95_medpy: float = float("nan")  # medpy's HD95 (pooled percentile); NaN where hd95 is
 
 
 def evaluate_image(pred_array: np.ndarray, gt_array: np.ndarray, name: str = "image") -> ImageRecord:
@@ -85,7 +85,8 @@ def evaluate_image(pred_array: np.ndarray, gt_array: np.ndarray, name: str = "im
     dice_half, iou_half = extras.overlap_at_half(binary, gt)
     return ImageRecord(name=name, curves=curves, sm=sm, wfm=wfm, mae=measures.mae(y, gt),
                        dice_half=dice_half, iou_half=iou_half, hd95=extras.hd95(binary, gt),
-                       empty_gt=empty_gt, resized=resized, warnings=notes)
+                       empty_gt=empty_gt, resized=resized, warnings=notes,
+                       hd95_medpy=extras.hd95_medpy(binary, gt))
 
 
 def aggregate(records: list[ImageRecord]) -> dict[str, float]:
@@ -116,6 +117,8 @@ def aggregate(records: list[ImageRecord]) -> dict[str, float]:
     hd = np.array([r.hd95 for r in records])
     defined = ~np.isnan(hd)
     out["hd95"] = float(np.mean(hd[defined])) if defined.any() else float("nan")
+    hd_medpy = np.array([r.hd95_medpy for r in records])[defined]
+    out["hd95_medpy"] = float(np.mean(hd_medpy)) if defined.any() else float("nan")
     out["hd95_undefined"] = int(np.count_nonzero(~defined))
     out["n_images"] = len(records)
     out["n_empty_gt"] = int(sum(r.empty_gt for r in records))
@@ -154,10 +157,6 @@ def _evaluate_files(pred_path: str, gt_path: str) -> ImageRecord:
     return record
 
 
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
 def _summarise_warnings(label: str, records: list[ImageRecord], unmatched: list[str]) -> None:
     resized = [r.name for r in records if r.resized]
     if resized:
@@ -181,32 +180,10 @@ def _summarise_warnings(label: str, records: list[ImageRecord], unmatched: list[
 
 def evaluate_records(pred_dir: str | Path, gt_dir: str | Path, workers: int | None = None) -> list[ImageRecord]:
     """Per-image records for every GT file in ``gt_dir``, in name order."""
-    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    if not gt_dir.is_dir():
-        raise DataError(f"GT folder {gt_dir} does not exist")
-    if not pred_dir.is_dir():
-        raise DataError(f"prediction folder {pred_dir} does not exist")
-    # Other files (a README, a .mat) are passed over.
-    gts = index_by_stem(gt_dir, "GT files", strict=False)
-    if not gts:
-        raise DataError(f"GT folder {gt_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    preds = index_by_stem(pred_dir, "prediction files", strict=False)
-    missing = [s for s in gts if s not in preds]
-    if missing:
-        names = ", ".join(f"{s}.png" for s in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise DataError(f"{pred_dir}: {len(missing)} prediction(s) missing for GT files in {gt_dir}: "
-                        f"{names}; predict every test image before evaluating")
-    pairs = [(str(preds[s]), str(gts[s])) for s in gts]
-    workers = default_workers() if workers is None else max(1, int(workers))
-    if workers == 1 or len(pairs) < 8:  # starting processes costs more than a few images
-        records = [_evaluate_files(p, g) for p, g in pairs]
-    else:
-        # spawn: safe even when the caller has torch threads running; results keep input order.
-        with ProcessPoolExecutor(max_workers=min(workers, len(pairs)), mp_context=get_context("spawn")) as ex:
-            chunk = max(1, len(pairs) // (4 * workers))
-            records = list(ex.map(_evaluate_files, *zip(*pairs), chunksize=chunk))
-    unmatched = sorted(preds[s].name for s in preds if s not in gts)
-    _summarise_warnings(gt_dir.parent.name if gt_dir.name == "masks" else gt_dir.name, records, unmatched)
+    gt_dir = Path(gt_dir)
+    gts, preds, unmatched = matched_files(pred_dir, gt_dir)
+    records = parallel_map(_evaluate_files, [[str(preds[s]) for s in gts], [str(gts[s]) for s in gts]], workers)
+    _summarise_warnings(set_label(gt_dir), records, unmatched)
     return records
 
 
@@ -249,6 +226,77 @@ def find_sets(pred_root: str | Path, gt_root: str | Path) -> dict[str, tuple[Pat
     return sets
 
 
-def evaluate_sets(pred_root: str | Path, gt_root: str | Path, workers: int | None = None) -> dict[str, dict[str, float]]:
-    """{set name: evaluate_folder(...)} for every set found by :func:`find_sets`."""
-    return {name: evaluate_folder(p, g, workers) for name, (p, g) in find_sets(pred_root, gt_root).items()}
+VOLUME_MODES = ("auto", "on", "off")
+
+
+def dataset_classes(gt_root: str | Path) -> tuple[int, list[str], Path | None]:
+    """(K, the K class names, the dataset.yaml read) from the nearest dataset.yaml in the three
+    folders above ``gt_root`` (DATA/test, DATA/test/SET, DATA/test/SET/masks); (2, ..., None) if none."""
+    gt_root = Path(gt_root).resolve()
+    for folder in list(gt_root.parents)[:3]:
+        path = folder / "dataset.yaml"
+        if not path.is_file():
+            continue
+        try:
+            info = yaml_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise DataError(f"{path}: {yaml_problem(e)}") from None
+        if not isinstance(info, dict):
+            raise DataError(f"{path}: expected a mapping with name, channels, classes, size")
+        k = info.get("classes", 2)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+            raise DataError(f"{path}: classes must be a whole number >= 2, got {k!r}; or pass --classes K")
+        names = info.get("class_names")
+        return k, (class_names(k) if names is None else check_class_names(names, k, str(path))), path
+    return 2, class_names(2), None
+
+
+def evaluate_set(pred_dir: str | Path, gt_dir: str | Path, classes: int = 2, names: list[str] | None = None,
+                 volumes: str = "auto", distance_unit: str = "mm", workers: int | None = None) -> dict:
+    """The numbers of one set.
+
+    K = 2: the 13 toolbox keys and the extras, per image; plus, in volume mode, the per-volume
+    keys of the foreground class (``Dice/<name>`` ..., ``n_volumes``). K > 2: per class
+    ``Dice/<name>``, ``IoU/<name>``, ``HD95/<name>``, ``HD95_medpy/<name>``, ``ASD/<name>``, their
+    means over the foreground classes (``meanDice``, ``meanIoU``, ``HD95``, ``HD95_medpy``,
+    ``ASD``), and ``n_images`` (per image, in pixels) or ``n_volumes`` (volume mode).
+    ``volumes``: "auto" (volume mode when the set has volumes.json), "on" or "off".
+    ``distance_unit`` (volume mode): "mm" (the volumes' spacing) or "voxel" (no spacing).
+    """
+    if volumes not in VOLUME_MODES:
+        raise DataError(f"volume mode {volumes!r}: choose one of {', '.join(VOLUME_MODES)}")
+    if distance_unit not in DISTANCE_UNITS:
+        raise DataError(f"distance unit {distance_unit!r}: choose one of {', '.join(DISTANCE_UNITS)}")
+    if classes < 2:
+        raise DataError(f"--classes {classes}: a dataset has at least 2 classes (background and one more)")
+    names = class_names(classes) if names is None else list(names)
+    if len(names) != classes:
+        raise DataError(f"{len(names)} class names given for {classes} classes ({names}); give one per class, "
+                        f"background first")
+    vfile = volumes_file(gt_dir)
+    if volumes == "on" and not vfile.is_file():
+        raise DataError(f"--volumes on: {vfile} not found; per-volume metrics need the set's volumes.json "
+                        f"(written by decseg prepare for volume sources)")
+    by_volume = volumes == "on" or (volumes == "auto" and vfile.is_file())
+    if classes == 2:
+        out = evaluate_folder(pred_dir, gt_dir, workers)
+        if by_volume:
+            out.update(evaluate_volume_folder(pred_dir, gt_dir, classes, names, distance_unit, vfile, workers))
+        return out
+    if by_volume:
+        return evaluate_volume_folder(pred_dir, gt_dir, classes, names, distance_unit, vfile, workers)
+    return evaluate_label_folder(pred_dir, gt_dir, classes, names, workers)
+
+
+def evaluate_sets(pred_root: str | Path, gt_root: str | Path, workers: int | None = None,
+                  classes: int | None = None, volumes: str = "auto", distance_unit: str = "mm"
+                  ) -> dict[str, dict[str, float]]:
+    """{set name: evaluate_set(...)} for every set found by :func:`find_sets`.
+
+    ``classes`` None: from the dataset.yaml above ``gt_root`` (see :func:`dataset_classes`), else 2.
+    """
+    k, names, _ = dataset_classes(gt_root)
+    if classes is not None and classes != k:
+        k, names = classes, class_names(classes)
+    return {name: evaluate_set(p, g, k, names, volumes, distance_unit, workers)
+            for name, (p, g) in find_sets(pred_root, gt_root).items()}

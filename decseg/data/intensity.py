@@ -122,7 +122,8 @@ class IntensityRule:
 
 
 def _num(v: float | None) -> str:
-    return f"{float(v):g}" if v is not None and float(v) == round(float(v), 6) else repr(v)
+    text = repr(float(v))  # the shortest text that reads back as the same float
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _finite_sample(array: np.ndarray) -> np.ndarray:
@@ -137,7 +138,7 @@ def _finite_sample(array: np.ndarray) -> np.ndarray:
 def _map_window(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
     a = array.astype(np.float64)
     if hi > lo:
-        out = (a - lo) * (255.0 / (hi - lo))
+        out = (a - lo) * 255.0 / (hi - lo)
     else:  # empty window (a constant image): nothing to show
         out = np.zeros_like(a)
         out[a > hi] = 255.0
@@ -229,8 +230,8 @@ def contrast_warning(source: np.ndarray, result: np.ndarray, path: str | Path) -
     span = f"{finite.min():g}..{finite.max():g}" if finite.size else "no finite values"
     fix = "use --intensity percentile, or a --window LOW,HIGH that covers the data"
     if out_levels < MIN_LEVELS and src_levels >= max(MANY_LEVELS, 4 * out_levels):
-        return (f"{path}: the 8-bit image keeps only {out_levels} grey levels of the source's "
-                f"{src_levels} (values {span}); {fix}")
+        levels = f"{out_levels} grey level{'' if out_levels == 1 else 's'}"
+        return f"{path}: the 8-bit image keeps only {levels} of the source's {src_levels} (values {span}); {fix}"
     if finite.size and source.shape == result.shape:
         s = source.astype(np.float64)
         saturated = ((result == 0) & (s > finite.min())) | ((result == 255) & (s < finite.max()))

@@ -59,7 +59,7 @@ def test_16bit_png_and_tiff_scale_to_8bit(tmp_path):
     assert out.dtype == np.uint8
     assert np.array_equal(out[..., 0], np.round(v / 257.0).astype(np.uint8))
     lo, hi = np.percentile(v.astype(np.float64), [0.5, 99.5])
-    expect = np.clip(np.round((v - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    expect = np.clip(np.round((v - lo) * 255.0 / (hi - lo)), 0, 255).astype(np.uint8)
     assert np.array_equal(read_image(tmp_path / "g16.png", 3)[..., 0], expect)
     v3 = np.stack([v, v // 2, np.full_like(v, 65535)], -1)
     tifffile.imwrite(tmp_path / "c16.tif", v3, photometric="rgb")

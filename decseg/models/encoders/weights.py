@@ -76,14 +76,12 @@ def load_encoder_weights(backbone: nn.Module, path: Union[str, Path],
             f"model.pretrained={str(path)!r} is neither true/false nor an existing file. {offline_help(name)}"
         )
     state = _unwrap_state_dict(_read(path), path)
+    converter_note = ""
     if filter_fn is not None:
         try:
             state = filter_fn(state, backbone)
-        except Exception as e:  # a foreign file trips the converter in many ways: it does not fit
-            raise PretrainedWeightsError(
-                f"model.pretrained={str(path)!r} does not fit encoder {name!r}: timm's converter for its "
-                f"family failed ({type(e).__name__}: {e}). Pass a timm or official checkpoint of {name}."
-            ) from None
+        except Exception as e:  # a foreign file trips the converter in many ways: report its keys below
+            converter_note = f" (timm's converter for the family did not apply: {type(e).__name__}: {e})"
     expected = backbone.state_dict()
     head_keys = set(classifier_keys) - set(expected)
     is_head = lambda k: k in head_keys or k.startswith(HEAD_PREFIXES)  # noqa: E731
@@ -101,7 +99,7 @@ def load_encoder_weights(backbone: nn.Module, path: Union[str, Path],
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches (file vs encoder): {_first(mismatched)}")
         raise PretrainedWeightsError(
-            f"model.pretrained={str(path)!r} does not fit encoder {name!r}: {'; '.join(parts)}. Pass the "
+            f"model.pretrained={str(path)!r} does not fit encoder {name!r}: {'; '.join(parts)}{converter_note}. Pass the "
             f"ImageNet checkpoint of the same architecture (for res2net50d: {OFFICIAL_RES2NET_FILE} or timm's "
             f"res2net50d state dict), or set model.encoder to the file's architecture."
         )

@@ -1,4 +1,7 @@
-"""``decseg predict``: prediction maps (PNG, original size) for every test set or a folder."""
+"""``decseg predict``: prediction maps (PNG, original size) for every test set or a folder.
+
+Binary models write 0/255 maps; models of K > 2 classes write palette PNGs of the class indices
+(docs/PREDICT.md)."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +16,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--images", help="a folder of images: predicts them -> PRED/<folder name>/ID.png")
     p.add_argument("--out", required=True, help="output folder PRED (must not exist or be empty)")
     p.add_argument("--soft", action="store_true",
-                   help="write the lesion probability as 0-255 instead of the binary 0/255 map")
+                   help="write the lesion probability as 0-255 instead of the binary 0/255 map; with "
+                        "K > 2 classes, one map per class: PRED/SET/ID_class{k}.png (P(class k), 0-255)")
     p.add_argument("--overlay", action="store_true",
                    help="also write outline pictures to PRED_overlay/SET/ID.png (beside PRED)")
     p.add_argument("--tta", action="store_true", default=None,
@@ -45,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
         progress.close()  # an error then starts on a line of its own, not after a bar
     total = sum(result["sets"].values())
     sets = ", ".join(f"{k} ({v})" for k, v in result["sets"].items())
-    print(f"wrote {total} {'probability' if args.soft else 'binary'} maps to {result['out']}: {sets}")
+    kind = "binary" if result.get("classes", 2) == 2 else f"class-index ({result['classes']} classes)"
+    kind = "probability" if args.soft else kind
+    print(f"wrote {total} {kind} maps to {result['out']}: {sets}")
     if result["overlay"]:
         print(f"overlays in {result['overlay']}")
     return 0

@@ -2,7 +2,9 @@
 
 ``check_training_data(layout)`` looks at the images of both training streams, the masks of the
 labeled IDs, and every val image and mask: each file must open as an image and be complete,
-each mask must have its image's size, and every labeled or val image must have a mask. All
+each mask must have its image's size, and every labeled or val image must have a mask. For a
+dataset of K > 2 classes each mask is also decoded, and its values must be class indices 0..K-1
+(what the losses index with; a stray 255 would crash the first step far from its file). All
 problems are collected and raised together in one :class:`DataError`.
 
 "Cheap" means no pixel decoding where the format allows it: PNG walks its chunks to IEND and
@@ -23,6 +25,7 @@ from PIL import Image
 from decseg.data.imageio import TIFF_EXTENSIONS, image_size, read_raw
 from decseg.data.layout import DatasetLayout, Item
 from decseg.errors import DataError
+from decseg.labels import read_label
 
 MAX_LISTED = 20
 _JPEG_END = b"\xff\xd9"
@@ -75,7 +78,7 @@ def _size_or_problem(path: Path) -> tuple[int, int] | str:
     return arr.shape[0], arr.shape[1]
 
 
-def _problems(item: Item, need_mask: bool) -> list[str]:
+def _problems(item: Item, need_mask: bool, classes: int = 2) -> list[str]:
     size = _size_or_problem(item.image)
     found = [] if isinstance(size, tuple) else [f"{item.image}: {size}"]
     if item.mask is None:
@@ -85,7 +88,13 @@ def _problems(item: Item, need_mask: bool) -> list[str]:
     mask_size = _size_or_problem(item.mask)
     if not isinstance(mask_size, tuple):
         found.append(f"{item.mask}: {mask_size}")
-    elif isinstance(size, tuple) and mask_size != size:
+        return found
+    if classes > 2:
+        try:
+            read_label(item.mask, classes)
+        except DataError as e:
+            found.append(str(e))
+    if isinstance(size, tuple) and mask_size != size:
         found.append(f"{item.mask}: mask is {mask_size[1]}x{mask_size[0]} but its image {item.image.name} "
                      f"is {size[1]}x{size[0]} (WxH); re-export the mask at the image's size")
     return found
@@ -107,7 +116,7 @@ def check_training_data(layout: DatasetLayout, workers: int | None = None) -> in
     files = training_files(layout)
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:  # file reads and CRCs release the GIL
-        found = [p for ps in pool.map(lambda f: _problems(*f), files) for p in ps]
+        found = [p for ps in pool.map(lambda f: _problems(*f, layout.classes), files) for p in ps]
     if found:
         listed = "\n".join(f"  {p}" for p in found[:MAX_LISTED])
         more = f"\n  ... and {len(found) - MAX_LISTED} more" if len(found) > MAX_LISTED else ""

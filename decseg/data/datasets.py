@@ -20,6 +20,7 @@ from decseg.data.sampler import sample_seed
 from decseg.data.transforms import color_jitter, geometric, image_to_tensor, resize_image, resize_mask
 from decseg.errors import ConfigError, DataError
 from decseg.files import IMAGE_EXTENSIONS, index_by_stem
+from decseg.labels import read_label
 
 
 @contextmanager
@@ -39,19 +40,23 @@ def one_thread() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def load_pair(item: Item, channels: int, with_mask: bool = True, min_side: int | None = None
+def load_pair(item: Item, channels: int, with_mask: bool = True, min_side: int | None = None,
+              classes: int = 2, intensity: str = "auto"
               ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
-    """(float CxHxW image in [0, 1], bool HxW mask or None, original (H, W)).
+    """(float CxHxW image in [0, 1], HxW mask or None, original (H, W)).
 
+    The mask is bool for a binary dataset (``classes`` = 2, the binary mask rule) and uint8
+    class indices 0..K-1 for K > 2 (a value outside is a DataError naming the file).
     With ``min_side`` a large JPEG is decoded at reduced scale (sides >= min_side); the
     image is resized to S anyway, and the mask and the original size stay full resolution.
+    ``intensity``: data.intensity, the rule for non-uint8 images (uint8 ones are pixels / 255).
     """
-    array = read_image(item.image, channels, min_side)
+    array = read_image(item.image, channels, min_side, intensity)
     size = image_size(item.image) if min_side else array.shape[:2]
     image = image_to_tensor(array)
     if not with_mask or item.mask is None:
         return image, None, size
-    mask = read_mask(item.mask)
+    mask = read_mask(item.mask) if classes == 2 else read_label(item.mask, classes)
     if mask.shape != tuple(size):
         raise DataError(f"{item.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
                         f"{item.image.name} is {size[1]}x{size[0]} (WxH); "
@@ -82,7 +87,8 @@ class TrainViews(Dataset):
     def _views(self, stream: int, index: int, position: int) -> dict[str, Any]:
         item = self.streams[stream][index]
         labeled = stream == 0
-        image, mask, _ = load_pair(item, self.cfg.channels, with_mask=labeled, min_side=decode_floor(self.cfg))
+        image, mask, _ = load_pair(item, self.cfg.channels, with_mask=labeled, min_side=decode_floor(self.cfg),
+                                   classes=self.cfg.classes, intensity=self.cfg.intensity)
         if labeled and mask is None:
             raise DataError(f"{item.image}: labeled image without a mask in train/masks")
         gen = torch.Generator().manual_seed(sample_seed(self.seed, stream, position))
@@ -136,8 +142,8 @@ def list_images(folder: str | Path) -> list[Path]:
 class EvalDataset(Dataset):
     """Images of ``val``, a test set, ``train``, or an explicit list of image files.
 
-    Items: ``image`` (C,S,S), ``image_half`` (C,s,s), ``mask`` (original HxW bool tensor, or
-    None without masks), ``id``, ``orig_size`` (H, W), ``path`` (str).
+    Items: ``image`` (C,S,S), ``image_half`` (C,s,s), ``mask`` (original HxW tensor: bool for
+    K = 2, uint8 class indices for K > 2; None without masks), ``id``, ``orig_size`` (H, W), ``path`` (str).
     """
 
     def __init__(self, layout: DatasetLayout | None, split: str | Sequence[str | Path] | str,
@@ -173,7 +179,8 @@ class EvalDataset(Dataset):
 
     def _item(self, i: int) -> dict[str, Any]:
         item = self.items[i]
-        image, mask, size = load_pair(item, self.cfg.channels, min_side=decode_floor(self.cfg))
+        image, mask, size = load_pair(item, self.cfg.channels, min_side=decode_floor(self.cfg),
+                                      classes=self.cfg.classes, intensity=self.cfg.intensity)
         mode = self.cfg.interpolation
         return {"image": resize_image(image, self.cfg.size, mode),
                 "image_half": resize_image(image, self.cfg.half_size, mode),

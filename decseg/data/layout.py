@@ -1,6 +1,7 @@
 """The on-disk dataset layout (docs/DATA.md), read and validated.
 
-    DATA/dataset.yaml                 name, channels, classes, size (+ provenance)
+    DATA/dataset.yaml                 name, channels, classes, size (+ provenance); optional
+                                      class_names (K names) and label_map (raw value: class)
     DATA/train/images/ID.EXT          the training pool (labeled + unlabeled)
     DATA/train/masks/ID.png
     DATA/val/{images,masks}/          optional validation split (model selection)
@@ -19,6 +20,7 @@ import yaml
 from decseg.config import yaml_problem
 from decseg.errors import DataError
 from decseg.files import index_by_stem
+from decseg.labels import check_class_names, check_label_map, class_names
 
 REQUIRED_KEYS = {"name": str, "channels": int, "classes": int, "size": int}
 
@@ -73,6 +75,15 @@ class DatasetLayout:
         self.channels: int = self.info["channels"]
         self.classes: int = self.info["classes"]
         self.size: int = self.info["size"]
+        where = str(self.root / "dataset.yaml")
+        # names per class (evaluation keys, overlays); default background, lesion / class1..
+        names = self.info.get("class_names")
+        self.class_names: list[str] = (class_names(self.classes) if names is None
+                                       else check_class_names(names, self.classes, where))
+        # provenance: how prepare turned the source's stored values into the indices of masks/
+        raw_map = self.info.get("label_map")
+        self.label_map: dict[int, int] | None = (None if raw_map is None
+                                                 else check_label_map(raw_map, self.classes, where))
         self._train = self._index("train")
         if not self._train:
             raise DataError(f"{self.root / 'train' / 'images'}: no training images; "

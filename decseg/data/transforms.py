@@ -53,7 +53,8 @@ def resize_image(image: torch.Tensor, size: int | tuple[int, int], mode: str = "
 
 
 def resize_mask(mask: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour (pixel-centre) resize of an HxW mask; returns long 0/1."""
+    """Nearest-neighbour (pixel-centre) resize of an HxW mask (bool, or uint8 class indices);
+    returns long class indices (0/1 for a binary mask): nearest neighbour never invents a class."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     m = mask.to(torch.uint8)[None, None]
     if tuple(m.shape[-2:]) != size:
@@ -76,7 +77,8 @@ def color_jitter(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def geometric(image: torch.Tensor, mask: torch.Tensor, gen: torch.Generator
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random flip + 90-degree rotation of a CxHxW image and its HxW mask."""
+    """The same random flip + 90-degree rotation of a CxHxW image and its HxW mask (any dtype:
+    the mask's pixels are moved, never interpolated, so class indices stay exact)."""
     k = int(torch.randint(0, 4, (), generator=gen))
     flip = bool(torch.randint(0, 2, (), generator=gen))
     if flip:

@@ -3,7 +3,8 @@
 The protocol is the paper's: resize each image to S, predict, take the argmax at S, resize the
 label map back to the image's original size with nearest neighbour and save it as a 0/255 PNG.
 ``soft=True`` instead resizes the lesion probability bilinearly and saves it as 0-255.
-Outputs go to a temp folder that is renamed at the end, so an interrupted run never leaves a
+A model of K > 2 classes saves the class indices as a palette PNG (``soft``: one 0-255 map per
+class, ``ID_class{k}.png``). Outputs go to a temp folder that is renamed at the end, so an interrupted run never leaves a
 complete-looking prediction folder.
 """
 from __future__ import annotations
@@ -21,7 +22,11 @@ from PIL import Image
 from decseg.config import PREDICT_AMP, Config
 from decseg.errors import ConfigError, DataError, naming
 from decseg.accel.device import resolve_device
-from decseg.inference.maps import maps_at_original_size, overlay_folder, overlay_image
+from decseg.inference.maps import (
+    class_maps_at_original_size, labels_at_original_size, maps_at_original_size, overlay_classes,
+    overlay_folder, overlay_image,
+)
+from decseg.labels import write_label_png
 from decseg.io import atomic_dir
 
 
@@ -91,14 +96,15 @@ def source_from_images(folder: str | Path, cfg: Config) -> PredictSource:
     return PredictSource(folder.resolve().name, EvalDataset(None, folder, cfg.data))
 
 
-def _item_mask(masks, i: int) -> np.ndarray | None:
-    """The i-th ground-truth mask of a collated batch as bool (H, W), or None if the set has none."""
+def _item_mask(masks, i: int, classes: int = 2) -> np.ndarray | None:
+    """The i-th ground-truth mask of a collated batch as bool (H, W) (uint8 class indices when
+    ``classes`` > 2), or None if the set has none."""
     if masks is None:
         return None
     m = masks[i]
     if m is None:
         return None
-    return np.asarray(m.cpu() if torch.is_tensor(m) else m).astype(bool)
+    return np.asarray(m.cpu() if torch.is_tensor(m) else m).astype(bool if classes == 2 else np.uint8)
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -110,8 +116,11 @@ def predict_sources(predictor: Predictor, sources: Iterable[PredictSource], out:
                     soft: bool = False, overlay_out: str | Path | None = None,
                     batch_size: int = 8, num_workers: int = 0, overwrite: bool = False,
                     progress: Callable[[str, int], Callable[[int], None]] | None = None,
-                    image_channels: int = 3) -> dict[str, int]:
+                    image_channels: int = 3, intensity: str = "auto") -> dict[str, int]:
     """Write ``out/SET/ID.png`` for every image of every source; returns images written per set.
+
+    K = 2: 0/255 maps (``soft``: P(lesion) 0-255). K > 2: palette PNGs of the class indices
+    (``soft``: ``out/SET/ID_class{k}.png``, P(class k) 0-255, for k = 0..K-1).
 
     ``overlay_out`` (a folder beside ``out``, so the evaluator never reads overlays as
     predictions) receives ``SET/ID.png`` outline pictures. Both folders appear only when
@@ -138,14 +147,23 @@ def predict_sources(predictor: Predictor, sources: Iterable[PredictSource], out:
             for batch in eval_batches(src.dataset, batch_size, num_workers, predictor.device.type == "cuda"):
                 probs = predictor.probabilities(batch["image"])
                 sizes = [tuple(int(v) for v in s) for s in batch["orig_size"]]
-                maps = maps_at_original_size(probs, sizes, soft=soft)
+                classes = probs.shape[1]
+                maps = (maps_at_original_size(probs, sizes, soft=soft) if classes == 2
+                        else labels_at_original_size(probs, sizes))
+                per_class = class_maps_at_original_size(probs, sizes) if soft and classes > 2 else None
                 for i, (sid, m) in enumerate(zip(batch["id"], maps)):
-                    pending.append(writer.submit(_save_png, set_dir / f"{sid}.png", m))
+                    if per_class is not None:  # K > 2 --soft: SET/ID_class{k}.png, k = 0..K-1
+                        pending += [writer.submit(_save_png, set_dir / f"{sid}_class{k}.png", pk)
+                                    for k, pk in enumerate(per_class[i])]
+                    elif classes > 2:  # class indices in a palette PNG
+                        pending.append(writer.submit(write_label_png, set_dir / f"{sid}.png", m, classes))
+                    else:
+                        pending.append(writer.submit(_save_png, set_dir / f"{sid}.png", m))
                     if tmp_overlay is not None:
-                        image = read_image(batch["path"][i], image_channels)
-                        gt_i = _item_mask(batch.get("mask"), i)
-                        pending.append(writer.submit(_save_png, tmp_overlay / src.name / f"{sid}.png",
-                                                     overlay_image(image, m, gt_i)))
+                        image = read_image(batch["path"][i], image_channels, intensity=intensity)
+                        gt_i = _item_mask(batch.get("mask"), i, classes)
+                        picture = overlay_image(image, m, gt_i) if classes == 2 else overlay_classes(image, m, gt_i)
+                        pending.append(writer.submit(_save_png, tmp_overlay / src.name / f"{sid}.png", picture))
                 n += len(maps)
                 if step:
                     step(len(maps))
@@ -240,8 +258,9 @@ def predict_checkpoint(checkpoint: str | Path, out: str | Path, *, data: str | P
     overlay_out = overlay_folder(out) if overlay else None
     counts = predict_sources(predictor, sources, out, soft=soft, overlay_out=overlay_out,
                              batch_size=batch_size, num_workers=workers, overwrite=overwrite,
-                             progress=progress, image_channels=3)
+                             progress=progress, image_channels=3, intensity=cfg.data.intensity)
     return {"out": str(out), "overlay": str(overlay_out) if overlay_out else None, "sets": counts,
-            "device": str(dev), "tta": tta, "amp": amp, "soft": soft}
+            "device": str(dev), "tta": tta, "amp": amp, "soft": soft,
+            "classes": cfg.data.classes}
 
 

@@ -279,10 +279,10 @@ def evaluate_set(pred_dir: str | Path, gt_dir: str | Path, classes: int = 2, nam
                         f"(written by decseg prepare for volume sources)")
     by_volume = volumes == "on" or (volumes == "auto" and vfile.is_file())
     if classes == 2:
-        out = evaluate_folder(pred_dir, gt_dir, workers)
-        if by_volume:
-            out.update(evaluate_volume_folder(pred_dir, gt_dir, classes, names, distance_unit, vfile, workers))
-        return out
+        # The volume check first: its errors name the volume of a missing slice.
+        per_volume = (evaluate_volume_folder(pred_dir, gt_dir, classes, names, distance_unit, vfile, workers)
+                      if by_volume else {})
+        return {**evaluate_folder(pred_dir, gt_dir, workers), **per_volume}
     if by_volume:
         return evaluate_volume_folder(pred_dir, gt_dir, classes, names, distance_unit, vfile, workers)
     return evaluate_label_folder(pred_dir, gt_dir, classes, names, workers)

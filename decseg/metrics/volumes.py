@@ -23,7 +23,8 @@ import numpy as np
 
 from decseg.errors import DataError
 from decseg.labels import read_label
-from decseg.metrics.folders import matched_files, parallel_map, set_label, warn_unmatched
+from decseg.files import index_by_stem
+from decseg.metrics.folders import parallel_map, set_label, warn_unmatched
 from decseg.metrics.matlab import im2double
 from decseg.metrics.multiclass import CaseRecord, aggregate_classes, score_labels
 from decseg.metrics.readers import gt_to_mask, read_gt, read_prediction
@@ -149,13 +150,21 @@ def evaluate_volume_folder(pred_dir: str | Path, gt_dir: str | Path, classes: in
         raise DataError(f"{vpath} not found: per-volume metrics need the set's volumes.json "
                         f"(written by decseg prepare for volume sources); evaluate per image with --volumes off")
     volumes = read_volumes(vpath)
-    gts, preds, unmatched = matched_files(pred_dir, gt_dir)
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise DataError(f"prediction folder {pred_dir} does not exist")
+    gts = index_by_stem(gt_dir, "GT files", strict=False) if gt_dir.is_dir() else {}
+    preds = index_by_stem(pred_dir, "prediction files", strict=False)
     listed = {s for v in volumes.values() for s in v.slices}
     for v in volumes.values():
         for s in v.slices:
             if s not in gts:
                 raise DataError(f"{gt_dir}: slice {s!r} of volume {v.id!r} (listed in {vpath}) has no mask "
                                 f"file; restore it, or rebuild the set with decseg prepare")
+            if s not in preds:
+                raise DataError(f"{pred_dir}: no prediction for slice {s!r} of volume {v.id!r} ({s}.png); "
+                                f"predict every slice of the set before evaluating")
+    unmatched = sorted(preds[s].name for s in preds if s not in gts)
     extra = sorted(s for s in gts if s not in listed)
     if extra:
         raise DataError(f"{gts[extra[0]]}: not a slice of any volume in {vpath} ({len(extra)} such mask(s): "

@@ -49,3 +49,19 @@ def test_grid_label_dice_and_grid(tmp_path):
     rows = [{"image": np.full((8, 8, 3), 90, np.uint8), "gt": a.astype(np.uint8) * 255, "gt__label": "x"}]
     png = plot_grid(rows, tmp_path / "grid.png", ["image", "gt"])
     assert np.asarray(Image.open(png)).std() > 0
+
+
+def test_verdict_says_how_much_of_the_gap_to_the_upper_bound_dec_seg_closes():
+    from decseg.cli.demo import _verdict
+
+    results = {"supervised": {"s": {"meanDic": 0.50, "dice@0.5": 0.51}},
+               "decseg": {"s": {"meanDic": 0.60, "dice@0.5": 0.61}},
+               "full": {"s": {"meanDic": 0.70, "dice@0.5": 0.71}}}
+    text = _verdict(results, 20, 200)
+    assert "DEC-Seg reaches a meanDic +0.100 above the supervised baseline (0.600 vs 0.500" in text
+    assert "upper bound (200 labels instead of 20) reaches 0.700" in text
+    assert "closes 50% of the gap of 0.200" in text
+    results["full"]["s"]["meanDic"] = 0.49  # the bound below the baseline: no gap to close
+    assert "is not above the baseline here" in _verdict(results, 20, 200)
+    results["decseg"]["s"]["meanDic"] = 0.45
+    assert "-0.050 below (worse than)" in _verdict({k: v for k, v in results.items() if k != "full"})

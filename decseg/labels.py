@@ -132,8 +132,9 @@ def _fail(path: Path, why: str) -> DataError:
                      f"image - replace it, or remove it from the folder")
 
 
-def read_raw_label(path: str | Path) -> np.ndarray:
-    """The stored values of a mask file, HxW or HxWxC, with a palette image's indices (not RGB)."""
+def read_raw_label(path: str | Path, palette_indices: bool = True) -> np.ndarray:
+    """The stored values of a mask file, HxW or HxWxC: a palette image's indices (not RGB), or
+    with ``palette_indices=False`` its colours (as the binary mask rule reads it)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -152,7 +153,9 @@ def read_raw_label(path: str | Path) -> np.ndarray:
             warnings.simplefilter("ignore")
             with open_image(path) as img:
                 img.load()
-                if img.mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L", "F"):
+                if img.mode in ("P", "PA") and not palette_indices:
+                    arr = np.array(img.convert("RGB"))
+                elif img.mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L", "F"):
                     arr = np.array(img)  # a palette image gives its indices
                 elif img.mode == "PA":
                     arr = np.array(img.getchannel(0))
@@ -245,8 +248,9 @@ def read_label(path: str | Path, classes: int, label_map: Mapping[int, int] | No
     the binary mask rule (:func:`binary_mask`, colour masks by their brightest channel), 0/1.
     """
     path = Path(path)
-    arr = read_raw_label(path)
-    if classes == 2 and label_map is None:
+    binary_rule = classes == 2 and label_map is None
+    arr = read_raw_label(path, palette_indices=not binary_rule)
+    if binary_rule:
         if arr.ndim == 3:
             c = arr.shape[-1]
             arr = (arr[..., : c - 1] if c in (2, 4) else arr).max(axis=-1)

@@ -119,3 +119,15 @@ def test_colourise_uses_the_palette():
     rgb = colourise(np.array([[0, 1], [2, 3]], np.uint8))
     assert rgb.shape == (2, 2, 3)
     assert rgb[1, 1].tolist() == PALETTE[3].tolist() and rgb[0, 0].tolist() == [0, 0, 0]
+
+
+def test_binary_rule_reads_palette_masks_by_colour(tmp_path):
+    # a binary palette mask whose lesion is index 5 painted white: the binary rule goes by colour
+    img = Image.fromarray(np.array([[0, 5], [5, 0]], np.uint8))
+    img.putpalette([0, 0, 0] * 5 + [255, 255, 255] + [0, 0, 0] * 250)
+    img.save(tmp_path / "p.png")
+    assert read_label(tmp_path / "p.png", 2).tolist() == [[0, 1], [1, 0]]
+    from decseg.data.imageio import read_mask
+
+    assert read_mask(tmp_path / "p.png").tolist() == [[False, True], [True, False]]
+    assert read_label(tmp_path / "p.png", 6).tolist() == [[0, 5], [5, 0]]  # K > 2: the indices

@@ -24,6 +24,7 @@ from PIL import Image
 from decseg.data.intensity import IntensityRule, intensity_rule
 from decseg.errors import ConfigError, DataError, environment_error, naming
 from decseg.files import max_pixels, open_image, read_tiff_page
+from decseg.labels import binary_mask  # the one home of the binary mask rule
 
 # Which files are images at all: decseg.files.IMAGE_EXTENSIONS (all of them are read here).
 TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -186,14 +187,7 @@ def read_mask(path: str | Path) -> np.ndarray:
         arr = arr.max(axis=-1)
     if arr.ndim != 2:
         raise DataError(f"{path}: expected a 2-D mask, got an array of shape {arr.shape}")
-    if arr.dtype == bool:
-        return arr.copy()
-    a = arr.astype(np.float64)
-    top = a.max(initial=0)
-    if top <= 1:
-        return a >= 1 if arr.dtype.kind in "ui" else a > 0.5
-    full = 65535.0 if (arr.dtype.itemsize >= 2 and arr.dtype.kind in "ui" and top > 255) else 255.0
-    return a > full / 2
+    return binary_mask(arr)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

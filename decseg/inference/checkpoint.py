@@ -88,13 +88,26 @@ def save_checkpoint(path: str | Path, *, model_state: dict, config: Config | dic
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True``; every failure is a CheckpointError naming the file."""
+    """Load a checkpoint; every failure is a CheckpointError naming the file.
+
+    ``path``: a ``.pt`` file (read with ``weights_only=True``), a folder written by ``decseg export
+    --hf`` (model.safetensors + config.json, see decseg.inference.hub), or the hub id
+    ``OWNER/NAME`` of an uploaded one when no local path of that name exists. A folder gives the
+    same dict as a ``.pt`` file (without ``resume``), plus ``weights_file`` and ``export``.
+    """
+    from decseg.inference import hub
+
+    if hub.looks_like_hub_id(path):
+        path = hub.download(str(path))
     path = Path(path)
+    if hub.is_export_dir(path):
+        return hub.load_export_dir(path, map_location=map_location)
     if path.is_dir():
         found = [p for p in (path / "checkpoints" / "best.pt", path / "best.pt", path / "checkpoints" / "last.pt",
                              path / "last.pt") if p.is_file()]
         which = f"e.g. --checkpoint {found[0]}" if found else "e.g. RUN/checkpoints/best.pt of a training run"
-        raise CheckpointError(f"checkpoint {path} is a folder; pass the checkpoint file itself, {which}")
+        raise CheckpointError(f"checkpoint {path} is a folder; pass the checkpoint file itself ({which}), or a "
+                              f"folder written by decseg export --hf")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     ckpt = safe_torch_load(path, CheckpointError, f"checkpoint {path}",
@@ -157,6 +170,23 @@ def load_model_state(net: torch.nn.Module, state: dict, path: str | Path = "<che
         ) from None
 
 
+def check_state_fits(net: torch.nn.Module, state: dict, weights_file: str | Path) -> None:
+    """CheckpointError naming ``weights_file`` when its keys or shapes differ from the network's."""
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k} {got[k]} vs {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
+    if missing or unexpected or shapes:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 f"{len(shapes)} of other shape (e.g. {shapes[0]}, file vs network)" if shapes else ""]
+        raise CheckpointError(
+            f"{weights_file}: its tensors do not fit the network that config.json describes: "
+            + "; ".join(p for p in parts if p) + ". The two files come from different exports: export them "
+            f"again together with decseg export --checkpoint CKPT --hf DIR")
+
+
 def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
     """Build the network from the checkpoint's stored config and load its weights.
 
@@ -175,6 +205,8 @@ def model_from_checkpoint(ckpt: dict, cfg: Config, path: str | Path = "<checkpoi
 
     cfg.model.pretrained = False
     net = build_model(cfg, load_pretrained=False)
+    if "weights_file" in ckpt:  # an export folder: name the safetensors file and what does not fit
+        check_state_fits(net, ckpt["model"], ckpt["weights_file"])
     load_model_state(net, ckpt["model"], path)
     net.to(device).eval()
     return net

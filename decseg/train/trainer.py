@@ -62,6 +62,24 @@ class Trainer:
         self._lock: RunLock | None = None
 
     # -- setup -----------------------------------------------------------------------------
+    def _adopt_intensity(self, cfg: Config) -> None:
+        """dataset.yaml's recorded intensity rule becomes data.intensity, so config.yaml and the
+        checkpoints carry it and ``predict --images`` reads raw files as the training images were made."""
+        from decseg.data.intensity import IntensityRule
+
+        recorded = self.layout.info.get("intensity")
+        if recorded is None:
+            return
+        where = self.data_root / "dataset.yaml"
+        try:
+            spec = IntensityRule.from_dict(recorded).spec
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}; fix the intensity: entry or prepare the data again") from None
+        if cfg.data.intensity not in ("auto", spec):
+            raise ConfigError(f"{where} records intensity {spec} but data.intensity={cfg.data.intensity}; "
+                              f"drop the setting or set --set data.intensity={spec}")
+        cfg.data.intensity = spec
+
     def _setup(self) -> None:
         cfg = self.cfg
         cfg.validate()
@@ -81,6 +99,7 @@ class Trainer:
         if self.layout.classes != cfg.data.classes:
             raise ConfigError(f"{self.data_root / 'dataset.yaml'} has classes={self.layout.classes} but "
                               f"data.classes={cfg.data.classes}; set --set data.classes={self.layout.classes}")
+        self._adopt_intensity(cfg)
         self._on_rank0(lambda: check_training_data(self.layout))  # before time goes into training
         if self.main:
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))

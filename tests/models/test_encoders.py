@@ -74,6 +74,14 @@ def test_patch14_vit_sees_a_grid_of_size_over_16_at_both_scales():
         half = net.encoder(torch.rand(1, 3, 64, 64))
     assert [f.shape[-1] for f in full] == [48, 24, 12, 6, 3]
     assert [f.shape[-1] for f in half] == [32, 16, 8, 4, 2]
+    # The half scale's position embedding (6 x 6 -> 4 x 4 by matrices, for ONNX) equals timm's resample.
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = net.encoder(x)
+        del net.encoder.backbone._pos_embed  # timm's own method again
+        timms = net.encoder(x)
+    for a, b in zip(ours, timms):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_in_channels_adapter_comes_before_the_stem_and_backbone():

@@ -11,20 +11,60 @@ size (``img_size``, its position embedding resampled from the pretrained size) w
 from __future__ import annotations
 
 import logging
+import types
 from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from decseg.config import half_size
 from decseg.errors import ConfigError, DataError
 from decseg.models.encoders.common import (STEM_CHANNELS, Encoder, StrideTwoStem, TimmMetadata, create_timm,
                                            input_adapter, timm_metadata)
 from decseg.models.encoders.hierarchical import size_kwargs
+from timm.models.vision_transformer import VisionTransformer
 from decseg.models.encoders.weights import load_encoder_weights
 
 log = logging.getLogger(__name__)
 GRID_STRIDE = 16  # the stride the token grid stands for, whatever the patch size
+
+
+def pos_resize_matrix(old: int, new: int) -> torch.Tensor:
+    """(new, old) matrix of timm's position-embedding resample (bicubic, antialiased) along one
+    axis: that resize is separable and linear, so applying it to unit vectors gives its weights."""
+    # Channel j holds e_j along H in two identical columns (a width of 1 is mis-handled by antialiasing).
+    eye = torch.eye(old)[None, :, :, None].repeat(1, 1, 1, 2)
+    out = F.interpolate(eye, size=(new, 2), mode="bicubic", antialias=True, align_corners=False)
+    return out[0, :, :, 0].t().contiguous()
+
+
+def _pos_embed_by_matrices(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm's ``VisionTransformer._pos_embed`` for ``dynamic_img_size`` with the resample done as
+    two constant matrix products: timm's antialiased bicubic interpolation has no ONNX export
+    (TorchScript exporter), MatMul exports everywhere; the result is the same up to rounding."""
+    b, h, w, c = x.shape
+    pos = vit.pos_embed
+    prefix_n = 0 if vit.no_embed_class else vit.num_prefix_tokens
+    gh, gw = vit.patch_embed.grid_size
+    if (h, w) != (gh, gw):
+        rows = getattr(vit, f"decseg_pos_resize_{gh}_{h}", None)
+        cols = getattr(vit, f"decseg_pos_resize_{gw}_{w}", None)
+        if rows is None or cols is None:  # a size not prepared at build: timm's own resample
+            rows = pos_resize_matrix(gh, h).to(pos.device)
+            cols = pos_resize_matrix(gw, w).to(pos.device)
+        grid = pos[:, prefix_n:].reshape(gh, gw, c).permute(2, 0, 1).float()
+        grid = torch.matmul(torch.matmul(rows, grid), cols.t())
+        pos = torch.cat([pos[:, :prefix_n], grid.permute(1, 2, 0).reshape(1, h * w, c).to(pos.dtype)], dim=1)
+    x = x.reshape(b, h * w, c)
+    prefix = [t.expand(b, -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+    if vit.no_embed_class:
+        x = x + pos
+        x = torch.cat(prefix + [x], dim=1) if prefix else x
+    else:
+        x = torch.cat(prefix + [x], dim=1) if prefix else x
+        x = x + pos
+    return vit.pos_drop(x)
 
 
 def is_plain_vit(meta: TimmMetadata) -> bool:
@@ -76,6 +116,12 @@ class ViTEncoder(Encoder):
                                     **size_kwargs(meta, img_size // GRID_STRIDE * self.patch))
         self.backbone.decseg_encoder_name = name
         self.backbone.prune_intermediate_layers(1, prune_norm=False, prune_head=True)
+        if isinstance(self.backbone, VisionTransformer) and self.backbone.pos_embed is not None:
+            # The half scale's resample as constant matrices (not saved in checkpoints), so it exports.
+            full, half = img_size // GRID_STRIDE, half_size(img_size) // GRID_STRIDE
+            self.backbone.register_buffer(f"decseg_pos_resize_{full}_{half}", pos_resize_matrix(full, half),
+                                          persistent=False)
+            self.backbone._pos_embed = types.MethodType(_pos_embed_by_matrices, self.backbone)
         dim = int(self.backbone.embed_dim)
         if dim % 4:
             raise ConfigError(f"model.encoder={name!r}: embedding width {dim} is not a multiple of 4.")

@@ -14,8 +14,9 @@ The split of a ratio and seed is drawn once from the data's training pool and wr
 ``DIR/splits/<ratio>/seed<k>/{labeled,unlabeled}.txt``; every method of that ratio and seed
 trains on it (``data.splits``). Seed k is also ``train.seed``. The method entry ``full`` is
 the fully supervised upper bound: ``train.method=supervised`` on every training image with a
-mask (``DIR/splits/all``), with the labeled batch raised to labeled + unlabeled batch (the
-``polyp_full`` preset's rule: as many images per step as a semi-supervised run sees).
+mask (``DIR/splits/all``), with the same settings as the ``supervised`` cells, so that only the
+number of labels differs. ``--set METHOD:KEY=VALUE`` changes a key for one method's cells only
+(e.g. ``full:train.batch_labeled=6``, the ``polyp_full`` preset's batch).
 
 A rerun skips finished cells, resumes interrupted ones (``last.pt`` without ``cell.json``)
 and refuses a cell whose stored config differs from the one asked for. A cell held by a live
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from decseg.cli.main import add_config_args
+from decseg.cli.main import add_set_arg
 from decseg.errors import ConfigError, DataError, DecsegError
 
 FULL = "full"
@@ -199,7 +200,8 @@ def plan_cells(data: Path, out: Path, methods: list[str], ratios, seeds: list[in
     from decseg import load_config
     from decseg.methods import check_method_config
 
-    base = load_config(config, [f"data.classes={classes}", *overrides])
+    shared, own = split_overrides(overrides, methods)
+    load_config(config, [f"data.classes={classes}", *shared])  # the common part names its own errors
     cells = []
     for method in methods:
         for text, _ in ([(ALL_LABELS, None)] if method == FULL else ratios):
@@ -207,15 +209,13 @@ def plan_cells(data: Path, out: Path, methods: list[str], ratios, seeds: list[in
                 if method == FULL:
                     splits = out / "splits" / ALL_LABELS
                     info = infos[(ALL_LABELS, -1)]
-                    extra = ["train.method=supervised", "train.semi=false",
-                             f"train.batch_labeled={base.train.batch_labeled + base.train.batch_unlabeled}",
-                             "train.batch_unlabeled=0"]
+                    extra = ["train.method=supervised", "train.semi=false"]
                 else:
                     splits = out / "splits" / text / f"seed{seed}"
                     info = infos[(text, seed)]
                     extra = [f"train.method={method}"]
-                cell_overrides = [f"data.classes={classes}", *overrides, *extra, f"train.seed={seed}",
-                                  f"data.splits={splits.resolve()}"]
+                cell_overrides = [f"data.classes={classes}", *shared, *extra, *own.get(method, []),
+                                  f"train.seed={seed}", f"data.splits={splits.resolve()}"]
                 cell = Cell(method, text, seed, out / method / text / f"seed{seed}", splits, cell_overrides,
                             labeled_fraction=info["labeled_fraction"], n_labeled=info["labeled"])
                 try:
@@ -227,6 +227,28 @@ def plan_cells(data: Path, out: Path, methods: list[str], ratios, seeds: list[in
                 cell.state = _cell_state(cell, cfg)
                 cells.append(cell)
     return cells
+
+
+def split_overrides(overrides: Sequence[str], methods: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """``KEY=VALUE`` for every cell and ``METHOD:KEY=VALUE`` for one method's cells."""
+    shared: list[str] = []
+    own: dict[str, list[str]] = {}
+    for text in overrides:
+        head, sep, rest = text.partition(":")
+        if sep and "=" not in head and "." not in head:
+            if head not in methods:
+                raise ConfigError(f"--set {text}: {head!r} is not one of --methods ({', '.join(methods)}); "
+                                  f"METHOD:KEY=VALUE changes a key for that method's cells only")
+            if rest.split("=", 1)[0].strip() in ("train.method", "train.seed", "data.splits"):
+                raise ConfigError(f"--set {text}: compare sets {rest.split('=', 1)[0]} itself for every cell")
+            own.setdefault(head, []).append(rest)
+        else:
+            shared.append(text)
+    for text in shared:
+        if text.split("=", 1)[0].strip() in ("train.method", "train.seed", "data.splits"):
+            raise ConfigError(f"--set {text}: compare sets {text.split('=', 1)[0]} itself for every cell "
+                              f"(--methods, --seeds, its split files)")
+    return shared, own
 
 
 def _cell_state(cell: Cell, cfg) -> str:
@@ -521,7 +543,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds per method and ratio (default 3)")
     p.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST .. FIRST+N-1 (default 0)")
     p.add_argument("--out", required=True, help="comparison folder: cells, splits, results.json, report.md")
-    add_config_args(p)
+    p.add_argument("--config", default=None, help="YAML file or preset name (polyp, isic2018, lgg) for every cell")
+    add_set_arg(p, help="override config keys of every cell (KEY=VALUE), or of one method's cells "
+                        "(METHOD:KEY=VALUE, e.g. full:train.batch_labeled=6)")
     p.add_argument("--gpus", default=None, help="run cells in parallel, one subprocess per listed GPU, e.g. 0,1,2,3")
     p.add_argument("--parallel", type=int, default=None, metavar="N",
                    help="run N cells at a time as subprocesses (without --gpus: each sees every device)")

@@ -148,8 +148,8 @@ def _verdict(results: dict, n_labeled: int | None = None, n_all: int | None = No
             if gap < 0.005:
                 text += (f" The fully supervised upper bound{labels} is not above the baseline here "
                          f"({_dice_text(f)}): at this training length more labels did not help, so the "
-                         f"difference between the two semi-/supervised runs above says little about the "
-                         f"unlabeled images.")
+                         f"comparison of DEC-Seg with the baseline says little about what unlabeled "
+                         f"images add.")
             else:
                 closed = delta / gap
                 if closed >= 1:

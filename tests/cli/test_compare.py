@@ -43,7 +43,8 @@ def _finished(out: Path) -> list[Path]:
 def test_compare_killed_then_rerun_keeps_finished_cells_and_reports_their_numbers(
         compare_data, tmp_path, tiny_overrides, subprocess_env):
     out = tmp_path / "cmp"
-    cmd = [sys.executable, "-m", "decseg", *_compare_args(compare_data, out, tiny_overrides)]
+    overrides = [*tiny_overrides, "full:train.batch_labeled=4"]  # METHOD:KEY=VALUE: that method's cells only
+    cmd = [sys.executable, "-m", "decseg", *_compare_args(compare_data, out, overrides)]
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, env=subprocess_env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
@@ -81,7 +82,8 @@ def test_compare_killed_then_rerun_keeps_finished_cells_and_reports_their_number
         (out / "splits" / "0.25" / "seed1" / "labeled.txt").read_text()
     full = yaml.safe_load((out / "full" / "all" / "seed0" / "config.yaml").read_text())
     assert full["train"]["method"] == "supervised" and full["train"]["semi"] is False
-    assert full["train"]["batch_labeled"] == 4 and full["train"]["batch_unlabeled"] == 0
+    assert full["train"]["batch_labeled"] == 4
+    assert yaml.safe_load((out / "supervised" / "0.5" / "seed0" / "config.yaml").read_text())["train"]["batch_labeled"] == 2
     assert len((out / "splits" / "all" / "labeled.txt").read_text().split()) == 8
 
     # the report's numbers are the cells' numbers: mean and sample std over seeds
@@ -116,7 +118,8 @@ def test_compare_killed_then_rerun_keeps_finished_cells_and_reports_their_number
     assert json.loads((cell / "train_stats.json").read_text())["iteration"] == 3
 
     # a rerun with other settings refuses the finished cells instead of mixing them
-    assert main(_compare_args(compare_data, out, [*tiny_overrides, "train.lr=0.02"])) == 2
+    assert main(_compare_args(compare_data, out, [*overrides, "train.lr=0.02"])) == 2
+    assert main(_compare_args(compare_data, out, [*overrides, "fixmatch:train.lr=0.02"])) == 2  # not in --methods
 
 
 def test_cell_held_by_a_live_run_is_skipped_and_reported(compare_data, tmp_path, tiny_overrides, capsys):

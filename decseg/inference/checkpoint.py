@@ -98,7 +98,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     from decseg.inference import hub
 
     if hub.looks_like_hub_id(path):
-        path = hub.download(str(path))
+        return hub.load_export_dir(hub.download(str(path)), map_location=map_location)
     path = Path(path)
     if hub.is_export_dir(path):
         return hub.load_export_dir(path, map_location=map_location)

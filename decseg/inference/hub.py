@@ -26,7 +26,7 @@ from typing import Any, Iterator, NamedTuple
 import torch
 
 from decseg.config import Config, config_from_dict
-from decseg.errors import CheckpointError, ConfigError, DataError, DecsegError
+from decseg.errors import CheckpointError, ConfigError, DataError, DecsegError, environment_error
 from decseg.inference.checkpoint import FORMAT_VERSION, load_checkpoint, model_from_checkpoint, stored_config
 
 WEIGHTS_FILE = "model.safetensors"
@@ -113,8 +113,9 @@ def download(repo_id: str, revision: str | None = None, cache_dir: str | Path | 
             folder = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
                                        allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, CARD_FILE])
     except LocalEntryNotFoundError:  # offline mode, or no connection, and nothing cached
-        why = ("HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in
-               ("1", "true", "yes", "on") else "no connection to the Hugging Face hub")
+        from huggingface_hub import constants
+
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "no connection to the Hugging Face hub"
         raise CheckpointError(f"{repo_id}{at}: no such local folder, and it could not be fetched from the "
                               f"Hugging Face hub ({why}, and it is not in the local cache); "
                               f"{offline_help(repo_id)}") from None
@@ -130,18 +131,12 @@ def download(repo_id: str, revision: str | None = None, cache_dir: str | Path | 
     except HFValidationError as e:
         raise CheckpointError(f"{repo_id}: not a valid hub id nor a local path ({e}); check it") from None
     except (HfHubHTTPError, OSError) as e:
+        if environment_error(e) is not None:  # a full disk or permissions in the cache: said as such
+            raise
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         raise CheckpointError(f"{repo_id}{at}: could not be fetched from the Hugging Face hub ({first[:200]}); "
                               f"try again, or {offline_help(repo_id)}") from None
     return Path(folder)
-
-
-def resolve_source(source: str | os.PathLike, revision: str | None = None,
-                   cache_dir: str | Path | None = None) -> Path:
-    """A local path as it is; a hub id ``OWNER/NAME`` (not a local path) as its downloaded folder."""
-    if looks_like_hub_id(source):
-        return download(os.fspath(source), revision=revision, cache_dir=cache_dir)
-    return Path(source).expanduser()
 
 
 # -- reading an export folder ----------------------------------------------------------------
@@ -201,7 +196,8 @@ def read_export_config(folder: Path) -> tuple[dict, Config]:
     try:
         cfg = config_from_dict(meta["config"], source=f"{path} (config)").validate()
     except ConfigError as e:
-        raise _bad(path, f"its config is invalid: {e}", "use the decseg version that wrote it, or export again") from None
+        raise _bad(path, f"its config is invalid: {e}",
+                   "use the decseg version that wrote it, or export again") from None
     inp = _check_keys(meta["input"], INPUT_KEYS, "input", path)
     out = _check_keys(meta["output"], OUTPUT_KEYS, "output", path)
     training = _check_keys(meta["training"], TRAINING_KEYS, "training", path)
@@ -264,8 +260,12 @@ def from_pretrained(source: str | os.PathLike, device: str | torch.device = "cpu
     """
     from decseg.accel.device import resolve_device
 
-    path = resolve_source(source, revision=revision, cache_dir=cache_dir)
-    ckpt = load_checkpoint(path)
+    if looks_like_hub_id(source):
+        path = download(os.fspath(source), revision=revision, cache_dir=cache_dir)
+        ckpt = load_export_dir(path)
+    else:
+        path = Path(source).expanduser()
+        ckpt = load_checkpoint(path)
     cfg = stored_config(ckpt, path)
     dev = resolve_device(str(device), key="device")
     return PretrainedModel(model_from_checkpoint(ckpt, cfg, path, dev), cfg)
@@ -375,14 +375,14 @@ def model_card(meta: dict, cfg: Config, params: int, *, license: str = "other",
     names = meta["output"]["class_names"]
     lines = [f"---\n{front}\n---", "",
              f"# {dataset['name'] if dataset else 'decseg model'}: {t.method} ({m.encoder} encoder, {d.size} px)", "",
-             f"A 2D segmentation network trained with decseg {meta['decseg_version']}: the DEC-Seg network with a `{m.encoder}` encoder "
-             f"({params:,} parameters), trained with the `{t.method}` method.", "",
+             f"A 2D segmentation network trained with decseg {meta['decseg_version']}: the DEC-Seg network with "
+             f"a `{m.encoder}` encoder ({params:,} parameters), trained with the `{t.method}` method.", "",
              "Research use only: not a medical device, not validated for diagnosis.", "",
              "## Input and output", "",
              f"- input: B x {d.channels} x {d.size} x {d.size} images in [0, 1] (8-bit values / 255, no mean/std "
              f"normalisation), resized to {d.size} x {d.size} with `{d.interpolation}` interpolation"
-             + (f"; intensity rule `{meta['input']['intensity']}` for non-8-bit images"
-                if meta["input"]["intensity"] is not None else ""),
+             + (f"; images that are not 8-bit are first mapped to 0-255 by the intensity rule "
+                f"`data.intensity={meta['input']['intensity']}`" if meta["input"]["intensity"] is not None else ""),
              f"- output: {LOGITS}",
              f"- classes: {d.classes}" + (f" ({', '.join(names)})" if names else
                                           " (0 = background)" if d.classes > 2 else " (background, lesion)"), "",

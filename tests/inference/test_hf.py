@@ -283,8 +283,34 @@ def test_offline_hub_id_is_one_line_without_network(tmp_path, subprocess_env, tr
     assert len(lines) == 1, r.stderr
     assert "could not be fetched" in lines[0] and "HF_HUB_OFFLINE" in lines[0]
     assert f"hf download {repo} --local-dir" in lines[0] and "huggingface-cli download" in lines[0]
-    script = f"import decseg\ntry:\n    decseg.from_pretrained({repo!r})\nexcept Exception as e:\n    print(type(e).__name__, e)"
+    script = (f"import decseg\ntry:\n    decseg.from_pretrained({repo!r})\n"
+              f"except Exception as e:\n    print(type(e).__name__, e)")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert r.stdout.startswith("CheckpointError ") and "could not be fetched" in r.stdout, r.stdout + r.stderr
     cached = [p for p in (tmp_path / "hf-home").rglob("*") if p.is_file()] if (tmp_path / "hf-home").exists() else []
     assert not cached, cached
+
+
+def test_cached_hub_id_loads_offline(trained, tmp_path, subprocess_env):
+    """A hub id whose files are in the Hugging Face cache loads with HF_HUB_OFFLINE=1, as its folder does."""
+    repo, commit = "someone-made-up/decseg-cached", "0123456789abcdef0123456789abcdef01234567"
+    cache = tmp_path / "hf-home" / "hub" / "models--someone-made-up--decseg-cached"
+    shutil.copytree(trained["export"], cache / "snapshots" / commit)
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text(commit)
+    env = dict(subprocess_env, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"),
+               HF_ENDPOINT="http://127.0.0.1:9")
+    script = textwrap.dedent(f"""
+        import torch, decseg
+        from decseg.inference.checkpoint import load_checkpoint
+        net, _ = decseg.from_pretrained({repo!r})
+        ref, _ = decseg.from_pretrained({str(trained["export"])!r})
+        x = torch.rand(1, 3, 64, 64)
+        with torch.inference_mode():
+            print("equal", torch.equal(net.predict_logits(x), ref.predict_logits(x)))
+        print("iteration", load_checkpoint({repo!r})["iteration"])
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    iteration = torch.load(trained["best"], weights_only=True)["iteration"]
+    assert r.stdout.split() == ["equal", "True", "iteration", str(iteration)], r.stdout

@@ -3,8 +3,8 @@
 The rules (docs/DATA.md, "Intensities"):
 
 - ``unit``: the full scale of the type -> 0..255 (uint8 as is, 16-bit / 257, floats <= 1 times
-  255, other floats clipped to 0..255). The rule for 8-bit data; for anything else it is the old
-  behaviour, kept so that it can still be asked for.
+  255, other floats clipped to 0..255). The rule for 8-bit data; wider data with a small used
+  range keep only a few grey levels under it (contrast_warning says so).
 - ``percentile`` (LOW, HIGH percentiles, default 0.5, 99.5): a window from the image's own
   percentiles, computed over its finite values.
 - ``window`` (LOW, HIGH values, e.g. CT soft tissue -160, 240 HU): a fixed window.
@@ -151,7 +151,7 @@ def _map_window(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def _full_scale(array: np.ndarray) -> np.ndarray:
-    """The ``unit`` rule for wider types: the type's full scale -> 255 (decseg's rule before windows)."""
+    """The ``unit`` rule for wider types: the type's full scale -> 255."""
     if array.dtype.kind in "ui":
         # 16-bit data (uint16, or PIL's int32 'I' mode): 65535 -> 255; an int array whose values
         # all fit in 8 bits is taken as 8-bit.

@@ -181,3 +181,18 @@ def test_paired_test_and_std_by_hand():
     assert test["n"] == 3 and test["meaningful"]
     assert test["mean_difference"] == pytest.approx(diffs.mean())
     assert test["t"] == pytest.approx(t) and test["p"] == pytest.approx(2 * stats.t.sf(t, df=2))
+
+
+def test_data_splits_folder_replaces_the_datasets_splits(compare_data, tmp_path):
+    from decseg.data import DatasetLayout
+    from decseg.errors import DataError
+
+    folder = tmp_path / "split"
+    folder.mkdir()
+    ids = DatasetLayout(compare_data).train_ids()
+    (folder / "labeled.txt").write_text(ids[0] + "\n" + ids[1] + "\n")
+    (folder / "unlabeled.txt").write_text("\n".join(ids[2:]) + "\n")
+    layout = DatasetLayout(compare_data, splits=folder)
+    assert layout.labeled_ids == ids[:2] and layout.unlabeled_ids == ids[2:]
+    with pytest.raises(DataError, match="data.splits folder"):
+        DatasetLayout(compare_data, splits=tmp_path / "missing")

@@ -104,7 +104,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    encoder: str = "res2net50d"  # any timm CNN name with five feature levels
+    encoder: str = "res2net50d"  # a timm name: five-level CNN, four-level hierarchical, or plain ViT
     # true: timm's pretrained weights; false: random init; a path: local checkpoint
     pretrained: Union[bool, str] = True
     cfa: bool = True  # cross-level feature aggregation

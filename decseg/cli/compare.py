@@ -12,7 +12,9 @@ into ``CELL/pred`` and ``CELL/metrics.json`` holds ``decseg evaluate``'s numbers
 
 The split of a ratio and seed is drawn once from the data's training pool and written as
 ``DIR/splits/<ratio>/seed<k>/{labeled,unlabeled}.txt``; every method of that ratio and seed
-trains on it (``data.splits``). Seed k is also ``train.seed``. The method entry ``full`` is
+trains on it (``data.splits``). A ratio counts images, or, for slices of volumes
+(``DATA/train/volumes.json``), volumes (grouped by patient where the volumes name one): all
+slices of a labeled volume are labeled. Seed k is also ``train.seed``. The method entry ``full`` is
 the fully supervised upper bound: ``train.method=supervised`` on every training image with a
 mask (``DIR/splits/all``), with the same settings as the ``supervised`` cells, so that only the
 number of labels differs. ``--set METHOD:KEY=VALUE`` changes a key for one method's cells only
@@ -140,6 +142,26 @@ def _write_or_check_split(folder: Path, labeled: list[str], unlabeled: list[str]
     atomic_write_text(folder / "split.json", json.dumps(info, indent=2) + "\n")
 
 
+def split_units(layout) -> tuple[str, dict[str, list[str]]]:
+    """What a label ratio counts: ("image", {id: [id]}), or, for slices of volumes
+    (``DATA/train/volumes.json``), ("volume", {patient or volume: [its slice IDs]}), so that a
+    volume's slices are labeled together, as a volume dataset's labels are given."""
+    pool = set(layout.train_ids())
+    path = layout.root / "train" / "volumes.json"
+    if path.is_file():
+        try:
+            volumes = json.loads(path.read_text(encoding="utf-8"))["volumes"]
+            units: dict[str, list[str]] = {}
+            for vid, v in volumes.items():
+                units.setdefault(str(v.get("group", vid)), []).extend(i for i in v["slices"] if i in pool)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DataError(f"{path}: cannot read its volumes ({e}); prepare the data again") from None
+        grouped = {i for ids in units.values() for i in ids}
+        units.update({i: [i] for i in pool - grouped})  # 2D images beside the volumes
+        return "volume", {k: sorted(v) for k, v in units.items() if v}
+    return "image", {i: [i] for i in pool}
+
+
 def write_splits(layout, out: Path, ratios: list[tuple[str, int | float]], seeds: list[int],
                  with_full: bool) -> dict[tuple[str, int], dict]:
     """Draw and write every (ratio, seed) split; returns {(ratio, seed): split info}."""
@@ -149,16 +171,21 @@ def write_splits(layout, out: Path, ratios: list[tuple[str, int | float]], seeds
     with_masks = [i for i in pool if layout.train_item(i).mask is not None]
     if not with_masks:
         raise DataError(f"{layout.root / 'train' / 'masks'}: no training image has a mask; compare needs labels")
+    unit, units = split_units(layout)
+    masked = set(with_masks)
+    labelable = sorted(u for u, ids in units.items() if any(i in masked for i in ids))
     infos = {}
     for text, amount in ratios:
         for seed in seeds:
-            lab, _, note = labeled_split(with_masks, amount, seed, base=len(pool))
+            chosen_units, _, note = labeled_split(labelable, amount, seed, base=len(units))
+            lab = sorted(i for u in chosen_units for i in units[u] if i in masked)
             if not lab:
-                raise DataError(f"--labeled {text}: gives 0 of the {len(pool)} training images; raise it")
+                raise DataError(f"--labeled {text}: gives 0 of the {len(units)} training {unit}s; raise it")
             chosen = set(lab)
             unl = [i for i in pool if i not in chosen]
             info = {"ratio": text, "seed": seed, "labeled": len(lab), "unlabeled": len(unl),
-                    "pool": len(pool), "labeled_fraction": len(lab) / len(pool), "rule": note,
+                    "pool": len(pool), "unit": unit, "labeled_units": len(chosen_units), "units": len(units),
+                    "labeled_fraction": len(chosen_units) / len(units), "rule": f"{note} {unit}s",
                     "data": str(layout.root)}
             _write_or_check_split(out / "splits" / text / f"seed{seed}", lab, unl, info)
             infos[(text, seed)] = info

@@ -89,13 +89,13 @@ class TwoStreamLoader:
         if batch_labeled < 1:
             raise DataError(f"train.batch_labeled={batch_labeled} must be >= 1")
         if not layout.labeled_ids:
-            raise DataError(f"{layout.root / 'splits' / 'labeled.txt'}: no labeled images; "
+            raise DataError(f"{layout.splits_dir / 'labeled.txt'}: no labeled images; "
                             f"prepare the data with --labeled > 0")
         if semi and batch_unlabeled < 1:
             raise DataError(f"train.batch_unlabeled={batch_unlabeled} must be >= 1 for semi-supervised "
                             f"training (or set train.semi=false)")
         if semi and not layout.unlabeled_ids:
-            raise DataError(f"{layout.root / 'splits' / 'unlabeled.txt'}: no unlabeled images for "
+            raise DataError(f"{layout.splits_dir / 'unlabeled.txt'}: no unlabeled images for "
                             f"semi-supervised training; set train.semi=false or prepare with --labeled < 1")
         self.layout, self.cfg, self.seed = layout, data_cfg, int(seed)
         self.batch_labeled = batch_labeled

@@ -196,3 +196,25 @@ def test_data_splits_folder_replaces_the_datasets_splits(compare_data, tmp_path)
     assert layout.labeled_ids == ids[:2] and layout.unlabeled_ids == ids[2:]
     with pytest.raises(DataError, match="data.splits folder"):
         DatasetLayout(compare_data, splits=tmp_path / "missing")
+
+
+def test_slices_of_a_volume_are_labeled_together(compare_data, tmp_path):
+    import shutil
+
+    from decseg.cli.compare import parse_ratios, write_splits
+    from decseg.data import DatasetLayout
+
+    data = tmp_path / "vol"
+    shutil.copytree(compare_data, data)
+    ids = DatasetLayout(data).train_ids()  # 8 slices: 4 volumes of 2, two of them one patient
+    volumes = {f"v{k}": {"slices": ids[2 * k:2 * k + 2], "axis": 2} for k in range(4)}
+    volumes["v0"]["group"] = volumes["v1"]["group"] = "patient0"
+    (data / "train" / "volumes.json").write_text(json.dumps({"format": 1, "volumes": volumes}))
+    infos = write_splits(DatasetLayout(data), tmp_path / "out", parse_ratios("0.34,1"), [0, 1], with_full=False)
+    units = [set(ids[:4]), set(ids[4:6]), set(ids[6:])]  # patient0, v2, v3
+    for seed in (0, 1):
+        labeled = set((tmp_path / "out" / "splits" / "0.34" / f"seed{seed}" / "labeled.txt").read_text().split())
+        assert labeled in units  # floor(0.34 * 3 units) = 1 unit, whole
+        info = infos[("0.34", seed)]
+        assert info["unit"] == "volume" and info["labeled_units"] == 1 and info["units"] == 3
+        assert len((tmp_path / "out" / "splits" / "1" / f"seed{seed}" / "labeled.txt").read_text().split()) in (2, 4)

@@ -132,3 +132,15 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, subprocess_env):
     assert r.returncode == 2 and "--classes" in r.stderr
     r = _decseg(["--pred", pred, "--gt", gt, "--volumes", "on"], subprocess_env)
     assert r.returncode == 2 and "volumes.json" in r.stderr
+
+
+def test_cli_binary_hd95_choice(tmp_path, capsys):
+    pred, gt = _make_data(tmp_path)
+    out_json = tmp_path / "r.json"
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt / "Alpha"), "--hd95", "medpy",
+                 "--json", str(out_json), "--workers", "1"]) == 0
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert "hd95_medpy" in header and "hd95" not in header
+    res = json.loads(out_json.read_text())["Alpha"]
+    assert set(TOOLBOX_KEYS) <= set(res) and 0.0 <= res["hd95_medpy"] <= res["hd95"]
+    assert "n_volumes" not in res and "Dice/lesion" not in res  # no volumes.json: per image only

@@ -235,8 +235,8 @@ def contrast_warning(source: np.ndarray, result: np.ndarray, path: str | Path) -
         levels = f"{out_levels} grey level{'' if out_levels == 1 else 's'}"
         return f"{path}: the 8-bit image keeps only {levels} of the source's {src_levels} (values {span}); {fix}"
     if finite.size and source.shape == result.shape:
-        s = source.astype(np.float64)
-        saturated = ((result == 0) & (s > finite.min())) | ((result == 255) & (s < finite.max()))
+        lo, hi = float(finite.min()), float(finite.max())  # compared in the stored type: no float copy of a volume
+        saturated = ((result == 0) & (source > lo)) | ((result == 255) & (source < hi))
         share = float(saturated.mean())
         if share > CLIPPED_SHARE:
             return (f"{path}: {share:.0%} of the pixels are clipped to black or white (source values "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -183,7 +184,7 @@ def test_bad_inputs_exit_2(tmp_path, subprocess_env, problem, message):
     r = run_cli(["prepare", "volumes", "--src", str(src), "--out", str(out), "--labeled", "1", "--val", "0",
                  "--test", "0", *extra], subprocess_env)
     assert r.returncode == 2, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and __import__("re").search(message, r.stderr), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and re.search(message, r.stderr), r.stderr
     assert not out.exists()
     if problem != "missing":  # --skip-bad leaves the case out and lists it
         r = run_cli(["prepare", "volumes", "--src", str(src), "--out", str(out), "--labeled", "1", "--val", "0",
@@ -191,3 +192,17 @@ def test_bad_inputs_exit_2(tmp_path, subprocess_env, problem, message):
         assert r.returncode == 0, r.stderr
         report = json.loads((out / "prepare_report.json").read_text())
         assert [b["id"] for b in report["bad"]] == ["case01"]
+
+
+def test_options_of_other_tasks_refused(tmp_path, subprocess_env):
+    src = tmp_path / "src"
+    write_nifti_tree(src, 2)
+    r = run_cli(["prepare", "volumes", "--src", str(src), "--out", str(tmp_path / "a"), "--labeled-cases", "3"],
+                subprocess_env)
+    assert r.returncode == 2 and "--labeled-cases applies to acdc" in r.stderr
+    r = run_cli(["prepare", "folder", "--src", str(src), "--out", str(tmp_path / "b"), "--axis", "0"],
+                subprocess_env)
+    assert r.returncode == 2 and "--axis applies to the volume tasks" in r.stderr
+    r = run_cli(["prepare", "volumes", "--src", str(src), "--out", str(tmp_path / "c"), "--empty-slices", "1.5"],
+                subprocess_env)
+    assert r.returncode == 2 and "--empty-slices 1.5" in r.stderr

@@ -35,6 +35,7 @@ from decseg.files import is_ignorable
 from decseg.io import atomic_dir
 from decseg.labels import check_class_names, write_label_png
 
+PER_CASE_VALUES = 250_000  # foreground values per training case kept for --intensity dataset
 MAX_CHANNELS = 3  # the 2D layout stores grey or RGB PNGs; two channels are padded with a zero third
 
 
@@ -298,7 +299,9 @@ def _rules(source: VolumeSource, opts: VolumeOptions, train_cases: list[Case], n
                 raise
             for ch in pooled:
                 a = vols[ch].array
-                pooled[ch].append(a[labels > 0] if labels is not None and (labels > 0).any() else a.reshape(-1))
+                values = a[labels > 0] if labels is not None and (labels > 0).any() else a.reshape(-1)
+                # an even subsample per case keeps memory flat over large training sets
+                pooled[ch].append(values[:: max(1, math.ceil(values.size / PER_CASE_VALUES))])
         for ch, samples in pooled.items():
             rules[ch] = dataset_window(samples)
             chosen[ch] += (f" (window from the 0.5-99.5 percentiles of the foreground voxels of the "

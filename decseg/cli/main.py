@@ -38,7 +38,7 @@ def add_set_arg(p: argparse.ArgumentParser,
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """The shared ``--config`` / ``--set key=value`` options."""
-    p.add_argument("--config", default=None, help="YAML file or preset name (polyp, isic2018, lgg)")
+    p.add_argument("--config", default=None, help="YAML file or preset name (polyp, isic2018, lgg, acdc)")
     add_set_arg(p)
 
 

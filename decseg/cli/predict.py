@@ -10,7 +10,9 @@ from decseg.cli.main import add_set_arg
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a .pt file written by decseg train")
+    p.add_argument("--checkpoint", required=True,
+                   help="a .pt file written by decseg train, a folder written by decseg export --hf, or the "
+                        "hub id OWNER/NAME of an uploaded one")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="dataset folder: predicts every DATA/test/SET -> PRED/SET/ID.png")
     src.add_argument("--images", help="a folder of images: predicts them -> PRED/<folder name>/ID.png")

@@ -75,9 +75,9 @@ def looks_like_hub_id(source: str | os.PathLike) -> bool:
 def offline_help(repo_id: str) -> str:
     """How to proceed without network access: download the folder elsewhere, pass it as DIR."""
     local = repo_id.split("/")[-1]
-    return (f"on a machine with network run `hf download {repo_id} --local-dir {local}` (or `huggingface-cli "
-            f"download {repo_id} --local-dir {local}`), copy the folder here and pass it instead of the id, "
-            f"e.g. --checkpoint {local} or decseg.from_pretrained('{local}')")
+    return (f"on a machine with network run `hf download {repo_id} --local-dir {local}` (older huggingface_hub: "
+            f"`huggingface-cli download {repo_id} --local-dir {local}`), copy the folder here and pass it instead "
+            f"of the id, e.g. --checkpoint {local} or decseg.from_pretrained('{local}')")
 
 
 @contextmanager
@@ -491,8 +491,9 @@ def _save_weights(state: dict[str, torch.Tensor], path: Path, final: Path) -> No
     from safetensors.torch import save_file
 
     try:
-        save_file(state, str(path), metadata={"format": "pt", "library_name": LIBRARY_NAME,
-                                              "decseg_format_version": str(HF_FORMAT_VERSION)})
+        # one metadata key: safetensors stores the metadata map in no fixed order, and one key keeps
+        # the file byte-identical for the same weights (the format facts are in config.json)
+        save_file(state, str(path), metadata={"format": "pt"})
     except Exception as e:
         code = re.search(r"os error (\d+)", str(e))
         if code is None:

@@ -314,3 +314,12 @@ def test_cached_hub_id_loads_offline(trained, tmp_path, subprocess_env):
     assert r.returncode == 0, r.stderr
     iteration = torch.load(trained["best"], weights_only=True)["iteration"]
     assert r.stdout.split() == ["equal", "True", "iteration", str(iteration)], r.stdout
+
+
+def test_an_export_exports_again(trained, tmp_path):
+    again = tmp_path / "again"
+    assert main(["export", "--checkpoint", str(trained["export"]), "--hf", str(again), "--data",
+                 str(trained["data"])]) == 0
+    first, second = (json.loads((d / "config.json").read_text()) for d in (trained["export"], again))
+    assert second == first  # the same config, training facts and dataset facts
+    assert (again / "model.safetensors").read_bytes() == (trained["export"] / "model.safetensors").read_bytes()

@@ -400,6 +400,8 @@ def build_volumes(source: VolumeSource, src: Path, out: str | Path, opts: Volume
     if not 0.0 <= opts.empty_slices <= 1.0 or not math.isfinite(opts.empty_slices):
         raise DataError(f"--empty-slices {opts.empty_slices}: give the share of empty training slices to "
                         f"keep, from 0 (foreground slices only) to 1 (all, the default)")
+    if not source.pool:
+        raise DataError(f"{src}: no cases found for {source.name}; check --src (see docs/DATA.md)")
     axis = _axis(opts.axis)
     if source.two_d and axis != 2:
         raise DataError(f"--axis {opts.axis}: {source.name} holds 2D images; leave --axis out")

@@ -27,7 +27,8 @@ and the command exits with 2, so run it again when that run has ended.
 
 Devices: cells run one at a time in this process by default; ``--gpus 0,1,2,3`` runs one
 ``decseg train`` subprocess per listed GPU (``CUDA_VISIBLE_DEVICES``) from a queue of cells;
-``--nproc-per-cell N`` runs each cell's training under ``torchrun --nproc_per_node=N``.
+``--nproc-per-cell N`` runs each cell's training under ``torchrun --nproc_per_node=N`` (with
+``--gpus``, each cell gets N of the listed GPUs).
 """
 from __future__ import annotations
 
@@ -525,7 +526,15 @@ def run_compare(data: str | Path, out: str | Path, methods: list[str], ratios, s
 
     busy: list[str] = []
     if gpus is not None or nproc_per_cell > 1 or parallel:
-        slots: list[str | None] = list(gpus) if gpus is not None else [None] * (parallel or 1)
+        if gpus is not None:
+            if len(gpus) % nproc_per_cell:
+                raise ConfigError(f"--gpus {','.join(gpus)}: {len(gpus)} GPUs do not split into cells of "
+                                  f"--nproc-per-cell {nproc_per_cell}; list a multiple of {nproc_per_cell}")
+            # one worker per group of N GPUs: a cell's torchrun processes use cuda:0..N-1 of its group
+            slots: list[str | None] = [",".join(gpus[i:i + nproc_per_cell])
+                                       for i in range(0, len(gpus), nproc_per_cell)]
+        else:
+            slots = [None] * (parallel or 1)
         runner = SubprocessRunner(data, out, layout.classes, slots, nproc_per_cell, log)
         runner.run(pending)
         busy = runner.busy

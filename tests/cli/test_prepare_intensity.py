@@ -172,6 +172,10 @@ def test_predict_images_applies_the_recorded_rule_to_raw_files(tmp_path, subproc
     ckpt = run / "checkpoints" / "last.pt"
     stored = torch.load(ckpt, map_location="cpu", weights_only=True)["config"]
     assert stored["data"]["intensity"] == "window:-160,240"
+    clash = subprocess.run([sys.executable, "-m", "decseg", "train", "--data", str(data), "--out",
+                            str(tmp_path / "run2"), *sets, "--set", "data.intensity=minmax"],
+                           env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert clash.returncode == 2 and "records intensity window:-160,240" in clash.stderr, clash.stderr
 
     def predict(images: Path, out: Path, *extra: str) -> dict[str, np.ndarray]:
         """The --overlay pictures: the input image as predict read it, with the predicted outline."""

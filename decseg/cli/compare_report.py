@@ -214,7 +214,10 @@ def write_compare_report(out: str | Path, cell_names: list[str], methods: list[s
              f"{len(done)} of {len(cell_names)} cells finished"
              + (f" (missing: {', '.join(missing)})" if missing else "") + ". "
              f"Training iterations per cell: {', '.join(map(str, iterations)) or 'n/a'}. "
-             "Each cell's checkpoint is its `best.pt`, picked on the val split (never on a test set).", ""]
+             + ("Each cell's checkpoint is its `best.pt`, picked on the val split (never on a test set)."
+                if any(r.get("best_val_dice") is not None for r in done) else
+                "The data has no val split, so each cell's `best.pt` is its last weights (model selection "
+                "never looks at a test set)."), ""]
     for set_name, rows in summary.items():
         parts += [f"## Test set `{set_name}`", ""]
         table = [[_labels_text(r), r["method"], str(r["n"])]

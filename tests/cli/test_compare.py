@@ -218,3 +218,25 @@ def test_slices_of_a_volume_are_labeled_together(compare_data, tmp_path):
         info = infos[("0.34", seed)]
         assert info["unit"] == "volume" and info["labeled_units"] == 1 and info["units"] == 3
         assert len((tmp_path / "out" / "splits" / "1" / f"seed{seed}" / "labeled.txt").read_text().split()) in (2, 4)
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--methods", "supervised,nope"], "'nope' is not one of"),
+    (["--labeled", "0"], "every ratio needs labeled images"),
+    (["--labeled", "0.5,0.5"], "lists a ratio twice"),
+    (["--gpus", "0,1,2", "--nproc-per-cell", "2"], "do not split into cells"),
+    (["--set", "train.seed=3"], "compare sets train.seed itself"),
+    (["--set", "decseg:train.lr=0.1"], "'decseg' is not one of --methods"),
+])
+def test_bad_arguments_are_one_line_errors(compare_data, tmp_path, tiny_overrides, capsys, change, message):
+    args = _compare_args(compare_data, tmp_path / "bad", tiny_overrides, methods=["supervised"], ratios=["0.5"])
+    for i in range(0, len(change), 2):
+        flag, value = change[i], change[i + 1]
+        if flag in args and flag != "--set":
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and err[-1].startswith("decseg compare: error:")
+    assert not list((tmp_path / "bad").glob("*/*/seed*/checkpoints"))

@@ -51,8 +51,10 @@ from decseg.errors import ConfigError, DataError, DecsegError
 FULL = "full"
 ALL_LABELS = "all"  # the ratio folder of the upper bound
 CELL_RESULT = "cell.json"
-# config keys that may differ between a cell's stored config and a rerun: where the cell runs
-EXECUTION_KEYS = {("train", "device"), ("data", "num_workers")}
+# config keys that may differ between a cell's stored config and a rerun: where the cell runs,
+# and the split folder's path (its content is checked against the data instead, so a moved
+# comparison folder still continues)
+EXECUTION_KEYS = {("train", "device"), ("data", "num_workers"), ("data", "splits")}
 
 
 class CellsBusy(DecsegError):

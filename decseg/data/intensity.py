@@ -38,6 +38,8 @@ DEFAULT_PERCENTILES = (0.5, 99.5)
 # Percentiles and distinct-value counts of large arrays (volumes) use an even sample of this many
 # values: the percentiles move by far less than one output grey level.
 SAMPLE_VALUES = 2_000_000
+# apply() works in float64 on at most this many values at a time (bounded memory for volumes).
+CHUNK_VALUES = 4_000_000
 # Contrast collapse (contrast_warning): fewer than MIN_LEVELS grey levels out, while the source
 # had at least MANY_LEVELS distinct values (and four times the levels kept) ...
 MIN_LEVELS = 32
@@ -139,6 +141,16 @@ def _finite_sample(array: np.ndarray) -> np.ndarray:
 
 
 def _map_window(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    flat = array.reshape(-1)
+    if flat.size <= CHUNK_VALUES:
+        return _map_chunk(flat, lo, hi).reshape(array.shape)
+    out = np.empty(flat.shape, np.uint8)  # a volume: float64 work space one chunk at a time
+    for start in range(0, flat.size, CHUNK_VALUES):
+        out[start:start + CHUNK_VALUES] = _map_chunk(flat[start:start + CHUNK_VALUES], lo, hi)
+    return out.reshape(array.shape)
+
+
+def _map_chunk(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
     a = array.astype(np.float64)
     if hi > lo:
         out = (a - lo) * 255.0 / (hi - lo)

@@ -152,3 +152,14 @@ def test_read_image_applies_the_rule_to_real_files(tmp_path):
     f = ramp(-3000, 5979, np.float32)
     tifffile.imwrite(tmp_path / "f.tif", f)
     assert grey_levels(read_image(tmp_path / "f.tif", 1)) == 256
+
+
+def test_large_arrays_are_mapped_in_chunks_with_the_same_result(monkeypatch):
+    import decseg.data.intensity as intensity
+
+    vol = np.random.default_rng(1).normal(0, 500, (7, 33, 29)).astype(np.float32)
+    vol[3, 4, :5] = [np.nan, np.inf, -np.inf, 1e9, -1e9]
+    whole = intensity_rule("window:-160,240").apply(vol)
+    monkeypatch.setattr(intensity, "CHUNK_VALUES", 1000)  # 6,699 values -> 7 chunks
+    assert np.array_equal(intensity_rule("window:-160,240").apply(vol), whole)
+    assert whole.shape == vol.shape and whole[3, 4, :3].tolist() == [0, 255, 0]

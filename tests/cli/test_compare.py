@@ -135,6 +135,10 @@ def test_cell_held_by_a_live_run_is_skipped_and_reported(compare_data, tmp_path,
     assert "missing: supervised/0.5/seed0" in (out / "report.md").read_text()
     assert main(args) == 0  # the lock is gone: the cell trains now
     assert (cell / "cell.json").is_file()
+    moved = tmp_path / "moved"
+    out.rename(moved)  # a moved comparison continues: its split files, not their path, are checked
+    assert main([str(moved) if a == str(out) else a for a in args]) == 0
+    assert "(1 finished, 0 to resume, 0 to evaluate, 0 new)" in capsys.readouterr().err
 
 
 def test_gpu_queue_runs_cells_as_subprocesses(compare_data, tmp_path, tiny_overrides, subprocess_env):

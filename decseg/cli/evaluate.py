@@ -17,6 +17,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, default=None, metavar="K",
                    help="number of classes, background included (default: `classes` of the dataset.yaml in "
                         "the three folders above --gt, else 2); K > 2: masks and predictions hold class indices")
+    p.add_argument("--label-map", default=None, metavar="RAW:CLASS,...",
+                   help="K > 2: GT masks that code the classes as other values, e.g. 0:0,85:1,170:2,255:3 "
+                        "(predictions always hold class indices)")
     p.add_argument("--volumes", choices=("auto", "on", "off"), default="auto",
                    help="per-volume 3D metrics from the set's volumes.json: auto (when it exists, the default), "
                         "on (required), off (per image only)")
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from decseg.errors import DataError
-    from decseg.labels import class_names
+    from decseg.labels import class_names, parse_label_map
     from decseg.metrics import find_sets
     from decseg.metrics.evaluate import EvaluationWarning, dataset_classes, evaluate_set
     from decseg.metrics.report import format_results, write_csv, write_json, write_markdown
@@ -42,15 +45,20 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--workers must be at least 1, got {args.workers}")
     if args.classes is not None and not 2 <= args.classes <= 256:
         raise DataError(f"--classes must be between 2 and 256 (8-bit class maps), got {args.classes}")
+    label_map = parse_label_map(args.label_map) if args.label_map is not None else None
     classes, names, _ = dataset_classes(args.gt)
     if args.classes is not None and args.classes != classes:
         classes, names = args.classes, class_names(args.classes)
+    if label_map is not None and classes == 2:
+        raise DataError("--label-map is for datasets of more than 2 classes; give --classes K as well "
+                        "(binary masks use the toolbox's rule, foreground > 128)")
     results = {}
     for name, (pred_dir, gt_dir) in find_sets(args.pred, args.gt).items():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", EvaluationWarning)
             results[name] = evaluate_set(pred_dir, gt_dir, classes, names, volumes=args.volumes,
-                                         distance_unit=args.distance_unit, workers=args.workers)
+                                         distance_unit=args.distance_unit, workers=args.workers,
+                                         label_map=label_map)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
     print(format_results(results, hd95=args.hd95))

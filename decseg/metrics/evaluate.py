@@ -15,7 +15,7 @@ import yaml
 
 from decseg.config import yaml_load, yaml_problem
 from decseg.errors import DataError
-from decseg.labels import check_class_names, class_names
+from decseg.labels import check_class_names, check_label_map, class_names
 from decseg.files import is_image_name
 from decseg.metrics import extras, measures
 from decseg.metrics.folders import EvaluationWarning, matched_files, parallel_map, set_label
@@ -252,7 +252,8 @@ def dataset_classes(gt_root: str | Path) -> tuple[int, list[str], Path | None]:
 
 
 def evaluate_set(pred_dir: str | Path, gt_dir: str | Path, classes: int = 2, names: list[str] | None = None,
-                 volumes: str = "auto", distance_unit: str = "mm", workers: int | None = None) -> dict:
+                 volumes: str = "auto", distance_unit: str = "mm", workers: int | None = None,
+                 label_map: dict[int, int] | None = None) -> dict:
     """The numbers of one set.
 
     K = 2: the 13 toolbox keys and the extras, per image; plus, in volume mode, the per-volume
@@ -262,6 +263,7 @@ def evaluate_set(pred_dir: str | Path, gt_dir: str | Path, classes: int = 2, nam
     ``ASD``), and ``n_images`` (per image, in pixels) or ``n_volumes`` (volume mode).
     ``volumes``: "auto" (volume mode when the set has volumes.json), "on" or "off".
     ``distance_unit`` (volume mode): "mm" (the volumes' spacing) or "voxel" (no spacing).
+    ``label_map`` (K > 2): raw GT mask value -> class, for GT masks that code classes otherwise.
     """
     if volumes not in VOLUME_MODES:
         raise DataError(f"volume mode {volumes!r}: choose one of {', '.join(VOLUME_MODES)}")
@@ -283,14 +285,16 @@ def evaluate_set(pred_dir: str | Path, gt_dir: str | Path, classes: int = 2, nam
         per_volume = (evaluate_volume_folder(pred_dir, gt_dir, classes, names, distance_unit, vfile, workers)
                       if by_volume else {})
         return {**evaluate_folder(pred_dir, gt_dir, workers), **per_volume}
+    if label_map is not None:
+        label_map = check_label_map(label_map, classes, "--label-map")
     if by_volume:
-        return evaluate_volume_folder(pred_dir, gt_dir, classes, names, distance_unit, vfile, workers)
-    return evaluate_label_folder(pred_dir, gt_dir, classes, names, workers)
+        return evaluate_volume_folder(pred_dir, gt_dir, classes, names, distance_unit, vfile, workers, label_map)
+    return evaluate_label_folder(pred_dir, gt_dir, classes, names, workers, label_map)
 
 
 def evaluate_sets(pred_root: str | Path, gt_root: str | Path, workers: int | None = None,
-                  classes: int | None = None, volumes: str = "auto", distance_unit: str = "mm"
-                  ) -> dict[str, dict[str, float]]:
+                  classes: int | None = None, volumes: str = "auto", distance_unit: str = "mm",
+                  label_map: dict[int, int] | None = None) -> dict[str, dict[str, float]]:
     """{set name: evaluate_set(...)} for every set found by :func:`find_sets`.
 
     ``classes`` None: from the dataset.yaml above ``gt_root`` (see :func:`dataset_classes`), else 2.
@@ -298,5 +302,5 @@ def evaluate_sets(pred_root: str | Path, gt_root: str | Path, workers: int | Non
     k, names, _ = dataset_classes(gt_root)
     if classes is not None and classes != k:
         k, names = classes, class_names(classes)
-    return {name: evaluate_set(p, g, k, names, volumes, distance_unit, workers)
+    return {name: evaluate_set(p, g, k, names, volumes, distance_unit, workers, label_map)
             for name, (p, g) in find_sets(pred_root, gt_root).items()}

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from decseg.errors import DataError
-from decseg.labels import read_label
+from decseg.labels import read_label, read_raw_label, to_indices
 from decseg.metrics.folders import matched_files, parallel_map, set_label, warn_unmatched
 from decseg.metrics.surface import CASE_KEYS, Spacing, case_metrics
 
@@ -89,9 +89,27 @@ def aggregate_classes(records: list[CaseRecord], names: dict[int, str], count_ke
     return out
 
 
-def _score_files(pred_path: str, gt_path: str, classes: int) -> CaseRecord:
-    gt = read_label(gt_path, classes)
-    pred = read_label(pred_path, classes)
+def read_gt_labels(path: str | Path, classes: int, label_map: dict[int, int] | None = None) -> np.ndarray:
+    """A K-class GT mask as class indices (``label_map``: raw value -> class, for masks coded otherwise)."""
+    return read_label(path, classes, label_map)
+
+
+def read_prediction_labels(path: str | Path, classes: int) -> np.ndarray:
+    """A K-class prediction as class indices; a value outside 0..K-1 is a DataError naming the file."""
+    arr = read_raw_label(path)
+    if arr.ndim == 2 and arr.dtype.kind in "ui":
+        bad = np.unique(arr[arr >= classes])
+        if bad.size:
+            shown = ", ".join(str(v) for v in bad[:8].tolist()) + (" ..." if bad.size > 8 else "")
+            raise DataError(f"{path}: prediction values {shown} are outside the class indices 0..{classes - 1}; "
+                            f"a {classes}-class prediction holds class indices (as decseg predict writes "
+                            f"them) - check --classes and that the predictions are of this dataset")
+    return to_indices(arr, classes, None, path)
+
+
+def _score_files(pred_path: str, gt_path: str, classes: int, label_map: dict[int, int] | None = None) -> CaseRecord:
+    gt = read_gt_labels(gt_path, classes, label_map)
+    pred = read_prediction_labels(pred_path, classes)
     if pred.shape != gt.shape:
         raise DataError(f"{pred_path}: prediction {pred.shape[1]}x{pred.shape[0]} differs in size from "
                         f"the GT {gt_path} ({gt.shape[1]}x{gt.shape[0]}); class maps are not resized - "
@@ -100,15 +118,16 @@ def _score_files(pred_path: str, gt_path: str, classes: int) -> CaseRecord:
 
 
 def evaluate_label_folder(pred_dir: str | Path, gt_dir: str | Path, classes: int, names: list[str],
-                          workers: int | None = None) -> dict[str, float | int | str]:
+                          workers: int | None = None, label_map: dict[int, int] | None = None
+                          ) -> dict[str, float | int | str]:
     """The numbers of a K-class 2D set: every image scored in pixels, then aggregated.
 
-    ``names``: the K class names, background first.
+    ``names``: the K class names, background first. ``label_map``: raw GT value -> class.
     """
     gt_dir = Path(gt_dir)
     gts, preds, unmatched = matched_files(pred_dir, gt_dir)
     records = parallel_map(_score_files, [[str(preds[s]) for s in gts], [str(gts[s]) for s in gts],
-                                          [classes] * len(gts)], workers)
+                                          [classes] * len(gts), [label_map] * len(gts)], workers)
     out: dict[str, float | int | str] = dict(aggregate_classes(records, {c: names[c] for c in range(1, classes)}))
     out["distance_unit"] = "pixel"
     warn_unmatched(set_label(gt_dir), unmatched)

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from decseg.errors import DataError
-from decseg.labels import read_label
 from decseg.files import index_by_stem
 from decseg.metrics.folders import parallel_map, set_label, warn_unmatched
 from decseg.metrics.matlab import im2double
-from decseg.metrics.multiclass import CaseRecord, aggregate_classes, score_labels
+from decseg.metrics.multiclass import (CaseRecord, aggregate_classes, read_gt_labels, read_prediction_labels,
+                                       score_labels)
 from decseg.metrics.readers import gt_to_mask, read_gt, read_prediction
 
 VOLUMES_FILE = "volumes.json"
@@ -109,16 +109,17 @@ def _read_binary_pair(pred_path: str, gt_path: str) -> tuple[np.ndarray, np.ndar
     return (im2double(pred_raw) >= 0.5).astype(np.uint8), gt.astype(np.uint8)
 
 
-def _read_label_pair(pred_path: str, gt_path: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
-    return read_label(pred_path, classes), read_label(gt_path, classes)
+def _read_label_pair(pred_path: str, gt_path: str, classes: int, label_map: dict[int, int] | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    return read_prediction_labels(pred_path, classes), read_gt_labels(gt_path, classes, label_map)
 
 
 def _score_volume(volume: Volume, pred_paths: list[str], gt_paths: list[str], classes: int,
-                  spacing: tuple[float, ...] | None) -> CaseRecord:
+                  spacing: tuple[float, ...] | None, label_map: dict[int, int] | None = None) -> CaseRecord:
     expected = _slice_shape(volume)
     preds, gts = [], []
     for sid, p, g in zip(volume.slices, pred_paths, gt_paths):
-        pred, gt = _read_binary_pair(p, g) if classes == 2 else _read_label_pair(p, g, classes)
+        pred, gt = _read_binary_pair(p, g) if classes == 2 else _read_label_pair(p, g, classes, label_map)
         if gt.shape != expected:
             raise DataError(f"{g}: slice {sid!r} of volume {volume.id!r} is {gt.shape[1]}x{gt.shape[0]} but the "
                             f"volume's shape {list(volume.shape)} (axis {volume.axis}) needs "
@@ -136,7 +137,8 @@ def _score_volume(volume: Volume, pred_paths: list[str], gt_paths: list[str], cl
 
 def evaluate_volume_folder(pred_dir: str | Path, gt_dir: str | Path, classes: int, names: list[str],
                            distance_unit: str = "mm", volumes_path: str | Path | None = None,
-                           workers: int | None = None) -> dict[str, float | int | str]:
+                           workers: int | None = None, label_map: dict[int, int] | None = None
+                           ) -> dict[str, float | int | str]:
     """Per-volume numbers of a set with volumes.json: {per-class keys, [means], n_volumes, distance_unit}.
 
     ``names``: the K class names, background first. K = 2 gives the per-class keys of the
@@ -174,7 +176,8 @@ def evaluate_volume_folder(pred_dir: str | Path, gt_dir: str | Path, classes: in
     records = parallel_map(
         _score_volume,
         [vols, [[str(preds[s]) for s in v.slices] for v in vols], [[str(gts[s]) for s in v.slices] for v in vols],
-         [classes] * len(vols), [v.spacing if distance_unit == "mm" else None for v in vols]],
+         [classes] * len(vols), [v.spacing if distance_unit == "mm" else None for v in vols],
+         [label_map] * len(vols)],
         workers)
     out: dict[str, float | int | str] = dict(aggregate_classes(
         records, {c: names[c] for c in range(1, classes)}, count_key="n_volumes", means=classes > 2))

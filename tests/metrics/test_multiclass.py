@@ -114,3 +114,13 @@ def test_size_mismatch_is_an_error(tmp_path):
     Image.fromarray(np.zeros((5, 8), np.uint8)).save(pred / "Heart" / "a.png")
     with pytest.raises(DataError, match=r"a\.png.*differs in size"):
         evaluate_set(pred / "Heart", gt / "Heart" / "masks", 4, ["bg", "RV", "Myo", "LV"], workers=1)
+
+
+def test_gt_coded_as_grey_levels_needs_a_label_map(tmp_path):
+    pred, gt = _write_set(tmp_path)
+    for name, (g, _) in _images().items():
+        Image.fromarray((g * 85).astype(np.uint8)).save(gt / "Heart" / "masks" / f"{name}.png")
+    with pytest.raises(DataError, match=r"masks/a\.png.*outside the class indices.*--label-map"):
+        evaluate_sets(pred, gt, workers=1)
+    res = evaluate_sets(pred, gt, workers=1, label_map={0: 0, 85: 1, 170: 2, 255: 3})["Heart"]
+    assert res["Dice/LV"] == pytest.approx(EXPECTED["Dice/LV"], abs=1e-12)

@@ -372,10 +372,10 @@ class Trainer:
     def _log_images(self, tb, visuals: dict, it: int) -> None:
         for name, x in visuals.items():
             x = x[0]
-            if name == "mask":
-                img = x.unsqueeze(0).float() / max(self.cfg.data.classes - 1, 1)
-            elif name.startswith("o"):  # logits -> class map
-                img = x.argmax(0, keepdim=True).float() / max(self.cfg.data.classes - 1, 1)
+            if name == "mask" or name.startswith("o"):  # labels, or logits -> class map
+                labels = x.long() if name == "mask" else x.argmax(0)
+                img = (labels.unsqueeze(0).float() if self.cfg.data.classes == 2
+                       else _palette_colours(labels))  # K > 2: each class in its palette colour
             else:  # images and reconstructions
                 img = x[:3].clamp(0, 1) if x.shape[0] >= 3 else x[:1].clamp(0, 1)
             tb.add_image(f"images/{name}", img, it)
@@ -401,6 +401,14 @@ class Trainer:
     def _say(self, msg: str) -> None:
         if getattr(self, "main", True):
             print(msg, file=sys.stderr, flush=True)
+
+
+def _palette_colours(labels: torch.Tensor) -> torch.Tensor:
+    """(H, W) class indices -> (3, H, W) float in [0, 1], coloured by decseg.labels.PALETTE."""
+    from decseg.labels import PALETTE
+
+    colours = torch.from_numpy(PALETTE.copy()).to(labels.device).float() / 255.0
+    return colours[labels.clamp(0, 255)].permute(2, 0, 1)
 
 
 class JsonlLog:

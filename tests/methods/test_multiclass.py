@@ -118,7 +118,9 @@ def test_losses_at_four_classes(k4_layout, tiny_overrides, method, monkeypatch):
 @pytest.mark.parametrize("method", METHODS)
 def test_two_iterations_at_four_classes(k4_layout, tiny_overrides, tmp_path, method):
     run = tmp_path / method
-    cfg = load_config(None, _overrides(tiny_overrides, method) + ["train.iterations=2", "train.val_every=2"])
+    pictures = ["train.image_every=2"] if method == "bcp" else []  # class maps in palette colours
+    cfg = load_config(None, _overrides(tiny_overrides, method) + ["train.iterations=2", "train.val_every=2",
+                                                                   *pictures])
     assert Trainer(cfg, k4_layout, run).run() == 0
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
@@ -126,3 +128,16 @@ def test_two_iterations_at_four_classes(k4_layout, tiny_overrides, tmp_path, met
     val = [r["val_dice"] for r in records if "val_dice" in r]
     assert len(val) == 1 and 0.0 <= val[0] <= 1.0
     assert (run / "checkpoints" / "best.pt").is_file()
+    if pictures:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+        events.Reload()
+        assert {"images/mask", "images/o1"} <= set(events.Tags()["images"])
+        import io
+
+        from decseg.labels import PALETTE
+
+        shown = np.array(Image.open(io.BytesIO(events.Images("images/mask")[-1].encoded_image_string)))
+        colours = {tuple(c) for c in shown.reshape(-1, shown.shape[-1])[:, :3].tolist()}
+        assert shown.ndim == 3 and colours <= {tuple(c) for c in PALETTE[:K].tolist()} and len(colours) > 1

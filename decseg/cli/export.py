@@ -42,8 +42,10 @@ def _refuse_other_options(args: argparse.Namespace, names: tuple[str, ...], targ
 
     given = [f"--{n}" for n in names if getattr(args, n) is not None]
     if given:
-        raise ConfigError(f"{', '.join(given)} apply to {'--hf' if target == '--onnx' else '--onnx'} only, not to "
-                          f"{target}; drop {'it' if len(given) == 1 else 'them'}")
+        one = len(given) == 1
+        raise ConfigError(f"{', '.join(given)} {'applies' if one else 'apply'} to "
+                          f"{'--hf' if target == '--onnx' else '--onnx'} only, not to {target}; "
+                          f"drop {'it' if one else 'them'}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -164,7 +164,9 @@ def test_existing_folder_needs_overwrite_and_must_be_an_export(trained, tmp_path
     assert "not a decseg export folder" in capsys.readouterr().err
     assert [p.name for p in other.iterdir()] == ["mine.txt"]
     assert main(["export", "--checkpoint", best, "--hf", str(tmp_path / "x"), "--opset", "17"]) == 2
-    assert "--opset apply to --onnx only" in capsys.readouterr().err
+    assert "--opset applies to --onnx only" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", best, "--hf", str(tmp_path / "x"), "--data", str(tmp_path / "nope")]) == 2
+    assert "--data" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_write_failure_keeps_the_previous_export(trained, tmp_path, subprocess_env):
@@ -198,6 +200,10 @@ def _missing_config(d: Path) -> None:
     (d / "config.json").unlink()
 
 
+def _missing_weights(d: Path) -> None:
+    (d / "model.safetensors").unlink()
+
+
 def _corrupt_weights(d: Path) -> None:
     data = (d / "model.safetensors").read_bytes()
     (d / "model.safetensors").write_bytes(data[: len(data) // 2])
@@ -229,6 +235,7 @@ def _not_json(d: Path) -> None:
 
 @pytest.mark.parametrize("damage,names,words", [
     (_missing_config, "config.json", "missing"),
+    (_missing_weights, "model.safetensors", "missing"),
     (_corrupt_weights, "model.safetensors", "truncated or corrupt"),
     (_pickle_as_weights, "model.safetensors", "cannot be read as a safetensors file"),
     (_other_network, "model.safetensors", "do not fit the network"),

@@ -147,6 +147,7 @@ def test_file_of_another_family_is_rejected_with_its_keys(tmp_path):
 @pytest.mark.parametrize("name,pattern", [
     ("mit_b0", "timm has no MiT"),
     ("efficientvit_m0", r"feature strides are \[16, 32, 64\]"),
+    ("hiera_tiny_224", "does not run at 32 px"),  # bound to its build size: no half scale
 ])
 def test_refused_encoders_say_why(name, pattern):
     with pytest.raises(ConfigError, match=pattern):

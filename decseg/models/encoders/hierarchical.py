@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional, Union
 
+import timm
 import torch
 from torch import nn
 
-from decseg.errors import DataError
+from decseg.config import half_size
+from decseg.errors import ConfigError, DataError
 from decseg.models.encoders.common import (HIERARCHICAL_REDUCTIONS, STEM_CHANNELS, Encoder, StrideTwoStem,
                                            TimmMetadata, create_timm, input_adapter, timm_metadata)
 from decseg.models.encoders.weights import load_encoder_weights
@@ -42,6 +44,33 @@ def size_kwargs(meta: TimmMetadata, img_size: int) -> dict[str, Any]:
     return kw
 
 
+def check_both_scales(meta: TimmMetadata, kwargs: dict[str, Any], indices: list[int], img_size: int) -> None:
+    """Run a meta-device copy (no memory) at the full and the half-scale size: some families
+    (e.g. Hiera, CoaT) are bound to their build size, and a stage index must give the stride
+    its metadata claims. ConfigError otherwise, before any weights are built."""
+    with torch.device("meta"):
+        probe = timm.create_model(meta.name, pretrained=False, **kwargs)
+    probe.prune_intermediate_layers(indices, prune_norm=True, prune_head=True)
+    probe.eval()
+    for size in (img_size, half_size(img_size)):
+        try:
+            with torch.no_grad():
+                feats = probe.forward_intermediates(torch.empty(1, 3, size, size, device="meta"), indices=indices,
+                                                    stop_early=True, intermediates_only=True)
+        except Exception as e:  # timm's families fail on a wrong size in many ways
+            reason = str(e).splitlines()[0][:160] if str(e) else ""
+            raise ConfigError(
+                f"model.encoder={meta.name!r} does not run at {size} px ({type(e).__name__}: {reason}); DEC-Seg runs "
+                f"the encoder at data.size={img_size} and at the half scale {half_size(img_size)}, so it needs a "
+                f"family that takes any multiple of 32 (e.g. pvt_v2_b2, convnext_tiny, swin_tiny_patch4_window7_224)."
+            ) from None
+        got = [(int(f.shape[1]), size // int(f.shape[-1])) for f in feats]
+        want = [(meta.channels[i], r) for i, r in zip(indices, HIERARCHICAL_REDUCTIONS)]
+        if got != want:
+            raise ConfigError(f"model.encoder={meta.name!r}: its stages give (width, stride) {got} at {size} px, "
+                              f"its feature metadata says {want}; it cannot be used.")
+
+
 class HierarchicalEncoder(Encoder):
     """``stem`` (f1, stride 2, 64 ch) and the backbone's four stages (f2..f5, strides 4..32)."""
 
@@ -56,7 +85,9 @@ class HierarchicalEncoder(Encoder):
         self.in_channels = in_channels
         self.adapter = input_adapter(in_channels)
         self.stem = StrideTwoStem(3, STEM_CHANNELS)
-        self.backbone = create_timm(name, pretrained is True, **size_kwargs(meta, img_size))
+        kwargs = size_kwargs(meta, img_size)
+        check_both_scales(meta, kwargs, indices, img_size)
+        self.backbone = create_timm(name, pretrained is True, **kwargs)
         self.backbone.decseg_encoder_name = name
         kept = self.backbone.prune_intermediate_layers(indices, prune_norm=True, prune_head=True)
         self.indices = list(kept) if kept is not None else indices

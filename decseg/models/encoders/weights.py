@@ -99,7 +99,8 @@ def load_encoder_weights(backbone: nn.Module, path: Union[str, Path],
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches (file vs encoder): {_first(mismatched)}")
         raise PretrainedWeightsError(
-            f"model.pretrained={str(path)!r} does not fit encoder {name!r}: {'; '.join(parts)}{converter_note}. Pass the "
+            f"model.pretrained={str(path)!r} does not fit encoder {name!r}: {'; '.join(parts)}"
+            f"{converter_note}. Pass the "
             f"ImageNet checkpoint of the same architecture (for res2net50d: {OFFICIAL_RES2NET_FILE} or timm's "
             f"res2net50d state dict), or set model.encoder to the file's architecture."
         )

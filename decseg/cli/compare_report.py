@@ -151,6 +151,9 @@ def plot_label_efficiency(rows: list[dict], ratios: list[str], path: Path, title
         y = [r["Dice"]["mean"] for r in mine]
         e = [r["Dice"]["std"] if math.isfinite(r["Dice"]["std"]) else 0 for r in mine]
         ax.errorbar(x, y, yerr=e, marker="o", capsize=3, color=f"C{i}", label=method)
+    ticks = sorted({round(r["labeled_fraction"], 4) for r in rows if r["n"] and r["method"] != "full"})
+    if ticks:
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.set(title=title, xlabel="labeled fraction of the training pool", ylabel="Dice (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     if ax.lines or ax.collections:

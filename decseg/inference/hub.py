@@ -207,6 +207,11 @@ def read_export_config(folder: Path) -> tuple[dict, Config]:
         if _int(value, key, path) != expected:
             raise _bad(path, f"{key}={value} contradicts its config ({expected})",
                        "the file was edited: export the folder again")
+    for key, value, expected in (("input.interpolation", inp["interpolation"], cfg.data.interpolation),
+                                 ("input.intensity", inp["intensity"], getattr(cfg.data, "intensity", None))):
+        if value != expected:
+            raise _bad(path, f"{key}={value!r} contradicts its config ({expected!r})",
+                       "the file was edited: export the folder again")
     names = out["class_names"]
     if names is not None and (not isinstance(names, list) or len(names) != cfg.data.classes
                               or not all(isinstance(n, str) for n in names)):

@@ -229,6 +229,10 @@ def _contradiction(d: Path) -> None:
     _edit_config(d, lambda m: m["input"].update(channels=4))
 
 
+def _other_resize(d: Path) -> None:
+    _edit_config(d, lambda m: m["input"].update(interpolation="bilinear"))
+
+
 def _not_json(d: Path) -> None:
     (d / "config.json").write_text("{not json")
 
@@ -242,6 +246,7 @@ def _not_json(d: Path) -> None:
     (_unknown_key, "config.json", "unknown key(s) 'extra'"),
     (_future_version, "config.json", f"format_version={HF_FORMAT_VERSION + 1}"),
     (_contradiction, "config.json", "input.channels=4 contradicts"),
+    (_other_resize, "config.json", "input.interpolation='bilinear' contradicts"),
     (_not_json, "config.json", "not valid JSON (line 1, column 2"),
 ])
 def test_bad_export_folders_are_one_line_errors(trained, tmp_path, capsys, damage, names, words):

@@ -27,16 +27,43 @@ TASKS = tuple(SOURCES)
 def prepare_dataset(task: str, src: str | Path, out: str | Path, labeled: Amount | str = 0.1,
                     val: Amount | str | None = None, test: Amount | str | None = None, seed: int = 1337,
                     skip_bad: bool = False, only_lesion: bool = False, protocol: str = "standard",
-                    workers: int = 4, overwrite: bool = False) -> dict[str, Any]:
+                    workers: int = 4, overwrite: bool = False, intensity: str = "auto", classes: int = 2,
+                    label_map: dict[int, int] | None = None, class_names: list[str] | None = None
+                    ) -> dict[str, Any]:
     """Build ``out`` from the download at ``src``; returns the report written to prepare_report.json.
 
+    ``classes`` K > 2: masks must hold class indices 0..K-1, or stored values that ``label_map``
+    ({value: class}) sends to them; ``class_names`` names the K classes in dataset.yaml.
+
     ``val`` / ``test`` default to the task's own fractions (``SETTINGS`` in its module).
+    ``intensity``: how non-8-bit images become 8-bit (a data.intensity form, or "dataset").
     """
     if task not in SOURCES:
         raise DataError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     return build(SOURCES[task], task, src, out, labeled=labeled, val=val, test=test, seed=seed,
                  skip_bad=skip_bad, only_lesion=only_lesion, protocol=protocol, workers=workers,
-                 overwrite=overwrite)
+                 overwrite=overwrite, intensity=intensity, classes=classes, label_map=label_map,
+                 class_names=class_names)
 
 
-__all__ = ["prepare_dataset", "TASKS", "SOURCES"]
+VOLUME_TASKS = ("volumes", "nnunet", "acdc")
+
+
+def prepare_volume_dataset(task: str, src: str | Path, out: str | Path, *, labeled_cases: int = 7,
+                           **options: Any) -> dict[str, Any]:
+    """``decseg prepare volumes|nnunet|acdc``: 3D sources sliced into the layout, split by volume or
+    patient (decseg.data.prepare.volumes; options as in VolumeOptions, None = the default)."""
+    from decseg.data.prepare import acdc, nnunet, volumes
+
+    if task == "acdc":
+        return acdc.prepare_acdc(src, out, labeled_cases=labeled_cases, **options)
+    if task not in VOLUME_TASKS:
+        raise DataError(f"unknown task {task!r}; choose one of {', '.join(VOLUME_TASKS)}")
+    src = Path(src)
+    if not src.is_dir():
+        raise DataError(f"--src {src}: folder not found")
+    source = volumes.scan(src) if task == "volumes" else nnunet.scan(src)
+    return volumes.build_volumes(source, src, out, volumes.options_from(options))
+
+
+__all__ = ["prepare_dataset", "prepare_volume_dataset", "TASKS", "VOLUME_TASKS", "SOURCES"]

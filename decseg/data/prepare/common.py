@@ -16,14 +16,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import yaml
 from PIL import Image
 
-from decseg.data.imageio import read_image, read_mask, read_raw, write_image_png, write_mask_png
+from decseg.data.imageio import (fit_channels, image_pixels, read_mask, read_raw, to_uint8, write_image_png,
+                                  write_mask_png)
+from decseg.data.intensity import IntensityRule, contrast_warning, dataset_window, describe, intensity_rule
 from decseg.data.splits import Amount, labeled_split, parse_amount, take, write_id_list
 from decseg.errors import DataError, naming
 from decseg.files import IMAGE_EXTENSIONS, index_by_stem, is_ignorable
 from decseg.io import atomic_dir
+from decseg.labels import check_class_names, check_label_map, read_label, write_label_png
 
 KEEP_FORMATS = (".png", ".jpg", ".jpeg", ".bmp")  # copied byte for byte when 8-bit grey/RGB
 MAX_LISTED = 20
@@ -127,6 +131,8 @@ class Checked:
     converted: str | None = None  # why the image was re-encoded as PNG
     lesion: bool = False
     ext: str = ".png"
+    contrast: str | None = None  # contrast_warning of the converted image
+    dtype: str = ""  # the stored pixel type of the image
 
 
 def _conversion_reason(path: Path) -> str | None:
@@ -159,24 +165,73 @@ def _label_map_problem(mask_path: Path) -> str | None:
             f"empty mask; save the lesion as 255 (or as 1 in a 0/1 mask) and the background as 0")
 
 
-def _check_and_stage(pair: Pair, stage: Path) -> Checked:
-    """Decode and check one pair; write it to ``stage/{images,masks}`` when it is good."""
+AUTO = intensity_rule("auto")
+
+
+def _eight_bit(path: Path, pixels: np.ndarray, rule: IntensityRule) -> tuple[np.ndarray, str | None]:
+    """(uint8 HxWx3 image, contrast warning or None) of an image's stored values under ``rule``."""
+    image8 = to_uint8(pixels, path, rule)
+    return fit_channels(image8, 3, path), contrast_warning(pixels, image8, path)
+
+
+def _write_converted(dest: Path, image: np.ndarray) -> None:
+    # Keep grey images grey: the reader repeats the channel at load time.
+    raw_grey = bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+    write_image_png(dest, image[..., :1] if raw_grey else image)
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """How the source's masks become the layout's: K classes, and the stored value -> class map
+    (``--label-map``) when the masks code the classes as other values (0/85/170/255)."""
+
+    classes: int = 2
+    label_map: dict[int, int] | None = None
+
+    @property
+    def binary_rule(self) -> bool:
+        """Binary masks without a map are read with the binary mask rule (docs/DATA.md)."""
+        return self.classes == 2 and self.label_map is None
+
+
+BINARY = MaskRule()
+
+
+def mask_rule(classes: int, label_map: dict[int, int] | None = None) -> MaskRule:
+    """``--classes`` and ``--label-map`` checked: 2 <= K <= 256 (one 8-bit PNG value per class)."""
+    if isinstance(classes, bool) or not isinstance(classes, int) or not 2 <= classes <= 256:
+        raise DataError(f"--classes {classes!r}: give the number of classes K with background, "
+                        f"2 (binary) to 256")
+    if label_map is not None:
+        label_map = check_label_map(label_map, classes, "--label-map")
+    return MaskRule(classes, label_map)
+
+
+def _check_and_stage(pair: Pair, stage: Path, intensity: IntensityRule = AUTO,
+                     masks: MaskRule = BINARY) -> Checked:
+    """Decode and check one pair; write it to ``stage/{images,masks}`` when it is good
+    (an image that is not copied byte for byte is made 8-bit by ``intensity``; its mask holds
+    the class indices of ``masks``)."""
     if pair.image is None:
         return Checked(pair, "mask without an image", str(pair.mask))
     if pair.mask is None:
         return Checked(pair, "image without a mask", str(pair.image))
     try:
-        image = read_image(pair.image, 3)
+        pixels = image_pixels(pair.image)
+        image, contrast = _eight_bit(pair.image, pixels, intensity)
     except DataError as e:
         return Checked(pair, str(e).split(": ", 1)[-1], str(pair.image))
     try:
-        mask = read_mask(pair.mask)
+        # K > 2 (or a label map): class indices 0..K-1; a value outside is this file's problem
+        mask = read_mask(pair.mask) if masks.binary_rule else read_label(pair.mask, masks.classes, masks.label_map)
+        if masks.classes == 2:
+            mask = mask.astype(bool)
     except DataError as e:
         return Checked(pair, str(e).split(": ", 1)[-1], str(pair.mask))
     if mask.shape != image.shape[:2]:
         return Checked(pair, f"mask is {mask.shape[1]}x{mask.shape[0]} but the image {pair.image.name} is "
                              f"{image.shape[1]}x{image.shape[0]}", str(pair.mask))
-    if not mask.any():
+    if masks.binary_rule and not mask.any():
         problem = _label_map_problem(pair.mask)
         if problem:
             return Checked(pair, problem, str(pair.mask))
@@ -188,17 +243,60 @@ def _check_and_stage(pair: Pair, stage: Path) -> Checked:
             shutil.copyfile(pair.image, dest)
     else:
         ext = ".png"
-        # Keep grey images grey: the reader repeats the channel at load time.
-        raw_grey = bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
-        write_image_png(stage / "images" / f"{pair.id}.png", image[..., :1] if raw_grey else image)
-    write_mask_png(stage / "masks" / f"{pair.id}.png", mask)
-    return Checked(pair, converted=reason, lesion=bool(mask.any()), ext=ext)
+        _write_converted(stage / "images" / f"{pair.id}.png", image)
+    if masks.classes == 2:
+        write_mask_png(stage / "masks" / f"{pair.id}.png", mask)
+    else:
+        write_label_png(stage / "masks" / f"{pair.id}.png", mask, masks.classes)
+    return Checked(pair, converted=reason, lesion=bool(mask.any()), ext=ext,
+                   contrast=contrast if reason else None, dtype=str(pixels.dtype))
 
 
-def _check_all(pairs: list[Pair], stage: Path, workers: int) -> list[Checked]:
+def _check_all(pairs: list[Pair], stage: Path, workers: int, intensity: IntensityRule = AUTO,
+               masks: MaskRule = BINARY) -> list[Checked]:
     # Image decoding releases the GIL, so threads give a real speed-up here.
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        return list(pool.map(lambda p: _check_and_stage(p, stage), pairs))
+        return list(pool.map(lambda p: _check_and_stage(p, stage, intensity, masks), pairs))
+
+
+def _dataset_rule(train: list[Checked], staged: list[tuple[Path, list[Checked]]],
+                  workers: int) -> tuple[IntensityRule, int]:
+    """--intensity dataset: one window from the 0.5/99.5 percentiles of all pixels of the train/
+    images (never val or test; all pixels, not the masks' foreground, which marks lesions and
+    would leak the unlabeled images' labels), then every converted image re-encoded with it.
+    Returns (the window, how many train images it came from)."""
+    wide = [c for c in train if c.converted and c.dtype not in ("uint8", "bool")]
+    rule = dataset_window(image_pixels(c.pair.image) for c in wide)
+
+    def restage(item: tuple[Path, Checked]) -> None:
+        stage, c = item
+        image, c.contrast = _eight_bit(c.pair.image, image_pixels(c.pair.image), rule)
+        _write_converted(stage / "images" / f"{c.pair.id}.png", image)
+
+    todo = [(stage, c) for stage, cs in staged for c in cs if c.converted and not c.problem]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(restage, todo))
+    return rule, len(wide)
+
+
+def _type_counts(checked: list[Checked]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for c in checked:
+        counts[c.dtype] = counts.get(c.dtype, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _intensity_choice(spec: str) -> IntensityRule | None:
+    """The rule of a --intensity value (a data.intensity form), or None for "dataset"."""
+    return None if spec == "dataset" else intensity_rule(spec)
+
+
+def _chosen_by(spec: str, rule: IntensityRule, n_wide: int, n_window: int) -> str:
+    if spec == "dataset":
+        return (f"--intensity dataset: {describe(rule)} from the 0.5 and 99.5 percentiles of all pixels "
+                f"of the {n_window} non-8-bit train/ images (val and test not used)")
+    option = f"--window={rule.low:g},{rule.high:g}" if rule.mode == "window" else f"--intensity {spec}"
+    return f"{option}: {describe(rule)}; {n_wide} image(s) were not 8-bit"
 
 
 def _move(stage: Path, checked: Iterable[Checked], dest: Path) -> list[str]:
@@ -317,11 +415,20 @@ def _staging(folder: Path) -> Path:
 
 def build(source: ModuleType, task: str, src: str | Path, out: str | Path, *, labeled: Amount | str,
           val: Amount | str | None, test: Amount | str | None, seed: int, skip_bad: bool, only_lesion: bool,
-          protocol: str, workers: int, overwrite: bool) -> dict[str, Any]:
-    """``prepare_dataset`` for one source module (its ``scan`` and ``SETTINGS``)."""
+          protocol: str, workers: int, overwrite: bool, intensity: str = "auto", classes: int = 2,
+          label_map: dict[int, int] | None = None, class_names: list[str] | None = None) -> dict[str, Any]:
+    """``prepare_dataset`` for one source module (its ``scan`` and ``SETTINGS``).
+
+    ``classes`` K, ``label_map`` {stored mask value: class} and ``class_names`` (K names) go to
+    dataset.yaml; the masks written hold the class indices (0/255 when K = 2).
+
+    ``intensity``: a data.intensity form, or "dataset" (one window from the train/ images)."""
     settings: SourceSettings = source.SETTINGS
     if protocol not in ("standard", "paper"):
         raise DataError(f"--protocol {protocol!r}: choose standard or paper")
+    masks = mask_rule(classes, label_map)
+    if class_names is not None:
+        class_names = check_class_names(class_names, masks.classes, "--class-names")
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DataError(f"--src {src}: folder not found")
@@ -334,15 +441,18 @@ def build(source: ModuleType, task: str, src: str | Path, out: str | Path, *, la
     if protocol == "paper" and settings.paper_only_lesion:
         only_lesion = True
 
+    first_rule = _intensity_choice(intensity)  # before any scanning: a bad value fails at once
     found = source.scan(src)
     _check_unique_ids(found, src)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         # Every good pair is written once into a staging folder, then moved to its split.
         # Given test sets may reuse training names, so each has its own staging folder.
         stage = _staging(tmp / ".staging")
-        checked_train = _check_all(found.train, stage, workers)
-        checked_carve = {k: _check_all(v, stage, workers) for k, v in found.carve_tests.items()}
-        checked_tests = {name: (tst, _check_all(pairs, tst, workers)) for name, pairs in found.tests.items()
+        rule = first_rule or AUTO  # dataset: auto until the split says which images are train/
+        checked_train = _check_all(found.train, stage, workers, rule, masks)
+        checked_carve = {k: _check_all(v, stage, workers, rule, masks) for k, v in found.carve_tests.items()}
+        checked_tests = {name: (tst, _check_all(pairs, tst, workers, rule, masks))
+                         for name, pairs in found.tests.items()
                          for tst in [_staging(tmp / ".staging-test" / name)]}
         all_checked = checked_train + [c for v in checked_carve.values() for c in v] + \
             [c for _, v in checked_tests.values() for c in v]
@@ -351,6 +461,16 @@ def build(source: ModuleType, task: str, src: str | Path, out: str | Path, *, la
 
         sp = _assign_splits(settings, checked_train, checked_carve, bool(found.tests), labeled, val, test,
                             seed, only_lesion)
+        n_window = 0
+        if first_rule is None:
+            staged = [(stage, checked_train + [c for v in checked_carve.values() for c in v]),
+                      *checked_tests.values()]
+            rule, n_window = _dataset_rule(sp.train, staged, workers)
+        good = _good(all_checked)
+        n_wide = sum(c.dtype not in ("uint8", "bool") for c in good)
+        intensity_record = rule.to_dict(chosen_by=_chosen_by(intensity, rule, n_wide, n_window))
+        contrast = [{"id": c.pair.id, "path": str(c.pair.image), "warning": c.contrast}
+                    for c in good if c.contrast]
         _move(stage, sp.train, tmp / "train")
         if sp.val:
             _move(stage, sp.val, tmp / "val")
@@ -375,20 +495,26 @@ def build(source: ModuleType, task: str, src: str | Path, out: str | Path, *, la
             (tmp / "splits" / "patients.json").write_text(json.dumps(groups, indent=1), encoding="utf-8")
 
         info = {
-            "name": task, "channels": 3, "classes": 2, "size": settings.size,
+            "name": task, "channels": 3, "classes": masks.classes, "size": settings.size,
             "task": task, "source": found.source, "src": str(src), "seed": seed, "protocol": protocol,
             "train_pool": sp.pool_size, "labeled": len(sp.labeled), "unlabeled": len(sp.unlabeled),
             "labeled_request": sp.labeled_note, "val": len(sp.val),
             "val_request": f"{val} of the training pool" + (" (by patient)" if by_group else ""),
             "val_storage": "val/ folder, carved from the training pool before the labeled split",
             "test_sets": test_counts, "only_lesion": only_lesion,
+            "intensity": intensity_record,
         }
+        if class_names is not None:
+            info["class_names"] = class_names
+        if masks.label_map is not None:  # provenance: masks/ already hold the indices
+            info["label_map"] = dict(sorted(masks.label_map.items()))
         (tmp / "dataset.yaml").write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True),
                                           encoding="utf-8")
         report = {
             "task": task, "src": str(src), "options": {
                 "labeled": labeled, "val": val, "test": test, "seed": seed, "skip_bad": skip_bad,
-                "only_lesion": only_lesion, "protocol": protocol},
+                "only_lesion": only_lesion, "protocol": protocol, "intensity": intensity,
+                "classes": masks.classes, "label_map": masks.label_map},
             "counts": {"found": len(all_checked), "bad": len(bad), "train_pool": sp.pool_size,
                        "labeled": len(sp.labeled), "unlabeled": len(sp.unlabeled), "val": len(sp.val),
                        "test": test_counts, "dropped_without_lesion": sp.dropped_no_lesion},
@@ -396,6 +522,8 @@ def build(source: ModuleType, task: str, src: str | Path, out: str | Path, *, la
             "converted": [{"id": c.pair.id, "from": str(c.pair.image), "why": c.converted}
                           for c in all_checked if c.converted and not c.problem],
             "ignored": found.ignored,
+            "intensity": {**intensity_record, "source_types": _type_counts(good)},
+            "contrast_warnings": contrast,
         }
         (tmp / "prepare_report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False),
                                                  encoding="utf-8")

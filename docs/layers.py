@@ -41,6 +41,7 @@ ROLES = {
     "config": "typed settings",
     "io": "atomic writes, safe torch.load, seeding",
     "files": "image extensions, stem index",
+    "labels": "class-index masks, palette, label maps",
     "errors": "user-facing errors",
 }
 

@@ -1,7 +1,7 @@
 """The package's layers, enforced with import-linter: a lower layer importing a higher one fails.
 
 From the top: cli; train; inference; accel; methods; losses; data | metrics | models (independent
-of each other); config | errors | io | files. docs/ARCHITECTURE.md explains the order.
+of each other); labels; config | io | files; errors. docs/ARCHITECTURE.md explains the order.
 """
 from __future__ import annotations
 

@@ -20,12 +20,12 @@ COMMANDS = [
     ("prepare", "build the dataset layout from a public benchmark download"),
     ("train", "train DEC-Seg or a baseline"),
     ("predict", "write prediction maps from a checkpoint"),
-    ("evaluate", "toolbox-exact metrics of prediction maps against masks"),
+    ("evaluate", "toolbox-exact binary metrics, per-class and per-volume metrics of predictions"),
     ("summary", "parameters per module and output shapes"),
     ("benchmark", "training step time / inference throughput and peak memory"),
     ("compare", "methods x label ratios x seeds under one protocol, with a report"),
     ("demo", "the whole method end to end on synthetic data, with a report"),
-    ("export", "export the inference network to ONNX"),
+    ("export", "export the inference network to ONNX, or a model folder to share (--hf)"),
 ]
 
 
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _output_of(args: argparse.Namespace) -> str | None:
     """The command's output option as ``"--out PATH"``, named when a write error carries no path."""
-    for option in ("out", "onnx", "json"):
+    for option in ("out", "onnx", "hf", "json"):
         value = getattr(args, option, None)
         if isinstance(value, str) and value:
             return f"--{option} {value}"

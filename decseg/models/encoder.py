@@ -1,4 +1,4 @@
-"""The encoder names under their former module: the code lives in ``decseg.models.encoders``."""
+"""Re-exports of ``decseg.models.encoders`` for code that imports ``decseg.models.encoder``."""
 from __future__ import annotations
 
 from decseg.models.encoders import (KNOWN_GOOD, OFFICIAL_RES2NET_FILE, REDUCTIONS, CNNEncoder, Encoder,

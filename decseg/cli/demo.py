@@ -149,9 +149,9 @@ def _verdict(results: dict, n_labeled: int | None = None, n_all: int | None = No
             gap = f["meanDic"] - b["meanDic"]
             if gap < 0.005:
                 text += (f" The fully supervised upper bound{labels} is not above the baseline here "
-                         f"({_dice_text(f)}): at this training length more labels did not help, so the "
-                         f"comparison of DEC-Seg with the baseline says little about what unlabeled "
-                         f"images add.")
+                         f"({_dice_text(f)}): this training is too short for more labels to "
+                         f"help, so the bound cannot say how much of the labels' worth DEC-Seg "
+                         f"recovers, and the difference above is that of one seed.")
             else:
                 closed = delta / gap
                 if closed >= 1:

@@ -355,13 +355,18 @@ def _evaluate(pred: Path, data: Path, classes: int) -> dict:
     import warnings
 
     from decseg.metrics import evaluate_sets
+    from decseg.metrics.evaluate import EvaluationWarning
 
     kwargs = {"workers": 1}
     if "classes" in inspect.signature(evaluate_sets).parameters:
         kwargs["classes"] = classes
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # resizing / empty-GT notes: decseg evaluate prints them
-        return evaluate_sets(pred, data / "test", **kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EvaluationWarning)
+        results = evaluate_sets(pred, data / "test", **kwargs)
+    for w in caught:  # resizing, empty ground truth, ...: printed as decseg evaluate prints them
+        if issubclass(w.category, EvaluationWarning):
+            print(f"warning: {pred.parent}: {w.message}", file=sys.stderr)
+    return results
 
 
 # -- running cells: in this process ----------------------------------------------------------

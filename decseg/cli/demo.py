@@ -122,7 +122,7 @@ def _grid_rows(data: Path, preds: dict[str, Path], n: int) -> list[dict]:
 
 
 def _dice_text(m: dict) -> str:
-    return f"{m['meanDic']:.3f}; dice@0.5 {m.get('dice@0.5', float('nan')):.3f}"
+    return f"meanDic {m['meanDic']:.3f}, dice@0.5 {m.get('dice@0.5', float('nan')):.3f}"
 
 
 def _verdict(results: dict, n_labeled: int | None = None, n_all: int | None = None) -> str:
@@ -161,8 +161,8 @@ def _verdict(results: dict, n_labeled: int | None = None, n_all: int | None = No
                 else:
                     share = "closes none of"
                 text += (f" The fully supervised upper bound{labels} reaches {_dice_text(f)}: DEC-Seg "
-                         f"{share} the gap of {gap:.3f} between the baseline and the bound, which is how "
-                         f"much of what the missing labels are worth the unlabeled images recovered.")
+                         f"{share} the gap of {gap:.3f} between the baseline and the bound, the share of "
+                         f"the missing labels' worth that the unlabeled images recovered.")
         lines.append(text)
     return " ".join(lines)
 

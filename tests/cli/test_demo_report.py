@@ -59,7 +59,7 @@ def test_verdict_says_how_much_of_the_gap_to_the_upper_bound_dec_seg_closes():
                "full": {"s": {"meanDic": 0.70, "dice@0.5": 0.71}}}
     text = _verdict(results, 20, 200)
     assert "DEC-Seg reaches a meanDic +0.100 above the supervised baseline (0.600 vs 0.500" in text
-    assert "upper bound (200 labels instead of 20) reaches 0.700" in text
+    assert "upper bound (200 labels instead of 20) reaches meanDic 0.700, dice@0.5 0.710" in text
     assert "closes 50% of the gap of 0.200" in text
     results["full"]["s"]["meanDic"] = 0.49  # the bound below the baseline: no gap to close
     assert "is not above the baseline here" in _verdict(results, 20, 200)

@@ -1,11 +1,20 @@
-"""DEC-Seg's loss values at a fixed seed, pinned bit for bit.
+"""DEC-Seg's loss values at a fixed seed, pinned.
 
 The values were recorded from the full objective (CFA, both scale decoders, DCF, perturbed
 pass, generators; fp32) on the tiny timm encoder at 64 px, batch 2 + 2, for two iterations
 with an SGD update in between. Any change to the network, a loss term, their order of
 summation or the optimizer shows up here as a different float.
+
+The first iteration is compared to within 1e-6 relative (a few float32 ulps), not bit for bit:
+the CPU's convolution kernels (oneDNN picks them per instruction set and thread count) round the
+last bit differently from one machine to another (measured: 1-2 ulps on sc, spc and cc between an
+Intel AMX and an AMD AVX-512 machine). The SGD step amplifies those bits, so the second
+iteration is compared to within 1e-2 (measured: up to 0.4 % on cc between machines and thread
+counts); it checks that the update is the right one, the first iteration checks the objective.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -32,7 +41,7 @@ def _batch(g: torch.Generator, n: int, labeled: bool) -> dict:
     return b
 
 
-def test_decseg_losses_are_bit_identical_to_the_pinned_values():
+def test_decseg_losses_match_the_pinned_values():
     cfg = decseg.load_config(overrides=["model.encoder=test_resnet", "model.pretrained=false", "data.size=64",
                                         "train.batch_labeled=2", "train.batch_unlabeled=2", "train.amp=off"])
     seed_everything(7)
@@ -44,8 +53,12 @@ def test_decseg_losses_are_bit_identical_to_the_pinned_values():
     got = []
     for it in range(2):
         losses, _ = method(lab, unl, it)
-        got.append({k: float(losses[k].detach()).hex() for k in PINNED[0]})
+        got.append({k: float(losses[k].detach()) for k in PINNED[0]})
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         opt.step()
-    assert got == PINNED
+    for it, (values, pinned, rel_tol) in enumerate(zip(got, PINNED, (1e-6, 1e-2))):
+        for key, hex_value in pinned.items():
+            expected = float.fromhex(hex_value)
+            assert math.isclose(values[key], expected, rel_tol=rel_tol, abs_tol=0.0), \
+                f"iteration {it} {key}: {values[key].hex()} vs pinned {hex_value}"

@@ -11,7 +11,7 @@ from decseg import files
 from decseg.data import datasets, imageio
 from decseg.errors import DataError
 from decseg.files import IMAGE_EXTENSIONS, index_by_stem
-from decseg.metrics import evaluate, readers
+from decseg.metrics import folders, readers
 
 
 def _mask(h: int = 12, w: int = 16) -> np.ndarray:
@@ -86,7 +86,7 @@ def test_named_paths_keep_their_order_and_name_both_files_of_a_stem(tmp_path):
 
 
 def test_the_data_layer_and_the_evaluator_use_the_one_extension_list():
-    assert evaluate.IMAGE_EXTENSIONS is files.IMAGE_EXTENSIONS
+    assert folders.IMAGE_EXTENSIONS is files.IMAGE_EXTENSIONS  # the evaluator pairs files there
     assert datasets.IMAGE_EXTENSIONS is files.IMAGE_EXTENSIONS
     assert not hasattr(readers, "IMAGE_EXTS") and not hasattr(imageio, "IMAGE_EXTENSIONS")
     # Everything the evaluator read before is still in it.

@@ -11,7 +11,7 @@ from decseg import files
 from decseg.data import datasets, imageio
 from decseg.errors import DataError
 from decseg.files import IMAGE_EXTENSIONS, index_by_stem
-from decseg.metrics import folders, readers
+from decseg.metrics import evaluate, folders, readers
 
 
 def _mask(h: int = 12, w: int = 16) -> np.ndarray:

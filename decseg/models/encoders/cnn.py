@@ -6,7 +6,6 @@ comes first, so ImageNet weights still apply.
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional, Union
 
 import torch
@@ -14,9 +13,7 @@ import torch
 from decseg.errors import ConfigError
 from decseg.models.encoders.common import (KNOWN_GOOD, REDUCTIONS, Encoder, TimmMetadata, create_timm,
                                            input_adapter, timm_metadata)
-from decseg.models.encoders.weights import load_encoder_weights
-
-log = logging.getLogger(__name__)
+from decseg.models.encoders.weights import apply_pretrained
 
 
 def cnn_out_indices(meta: TimmMetadata) -> Optional[list[int]]:
@@ -51,11 +48,7 @@ class CNNEncoder(Encoder):
             raise ConfigError(f"model.encoder={name!r}: timm's features_only model gives strides "
                               f"{self.reductions}, DEC-Seg needs {list(REDUCTIONS)}. Encoders that work "
                               f"include: {', '.join(KNOWN_GOOD)}.")
-        if pretrained is False:
-            log.warning("model.pretrained=false: encoder %s starts from random weights; "
-                        "results will be far below the paper's (ImageNet-initialised) numbers.", name)
-        elif isinstance(pretrained, str):
-            load_encoder_weights(self.backbone, pretrained, meta.keys)
+        apply_pretrained(self.backbone, name, pretrained, meta.keys)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.backbone(self.check_input(x)))

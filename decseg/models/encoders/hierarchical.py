@@ -8,7 +8,6 @@ parameter names are the classifier's: timm state dicts and, through timm's
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional, Union
 
 import timm
@@ -19,9 +18,7 @@ from decseg.config import half_size
 from decseg.errors import ConfigError, DataError
 from decseg.models.encoders.common import (HIERARCHICAL_REDUCTIONS, STEM_CHANNELS, Encoder, StrideTwoStem,
                                            TimmMetadata, create_timm, input_adapter, timm_metadata)
-from decseg.models.encoders.weights import load_encoder_weights
-
-log = logging.getLogger(__name__)
+from decseg.models.encoders.weights import apply_pretrained
 
 
 def hierarchical_indices(meta: TimmMetadata) -> Optional[list[int]]:
@@ -93,11 +90,7 @@ class HierarchicalEncoder(Encoder):
         self.indices = list(kept) if kept is not None else indices
         self.channels = [STEM_CHANNELS] + [meta.channels[i] for i in indices]
         self.reductions = [2, 4, 8, 16, 32]
-        if pretrained is False:
-            log.warning("model.pretrained=false: encoder %s starts from random weights; "
-                        "results will be far below those of an ImageNet-initialised encoder.", name)
-        elif isinstance(pretrained, str):
-            load_encoder_weights(self.backbone, pretrained, meta.keys, meta.filter_fn())
+        apply_pretrained(self.backbone, name, pretrained, meta.keys, meta.filter_fn())
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {**super().extra_modules(), "stem": self.stem}

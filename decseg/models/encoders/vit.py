@@ -10,7 +10,6 @@ size (``img_size``, its position embedding resampled from the pretrained size) w
 """
 from __future__ import annotations
 
-import logging
 import types
 from typing import Optional, Union
 
@@ -24,9 +23,8 @@ from decseg.models.encoders.common import (STEM_CHANNELS, Encoder, StrideTwoStem
                                            input_adapter, timm_metadata)
 from decseg.models.encoders.hierarchical import size_kwargs
 from timm.models.vision_transformer import VisionTransformer
-from decseg.models.encoders.weights import load_encoder_weights
+from decseg.models.encoders.weights import apply_pretrained
 
-log = logging.getLogger(__name__)
 GRID_STRIDE = 16  # the stride the token grid stands for, whatever the patch size
 
 
@@ -128,11 +126,7 @@ class ViTEncoder(Encoder):
         self.pyramid = SimpleFeaturePyramid(dim)
         self.channels = [STEM_CHANNELS, *self.pyramid.channels]
         self.reductions = [2, 4, 8, 16, 32]
-        if pretrained is False:
-            log.warning("model.pretrained=false: encoder %s starts from random weights; "
-                        "results will be far below those of a pretrained encoder.", name)
-        elif isinstance(pretrained, str):
-            load_encoder_weights(self.backbone, pretrained, meta.keys, meta.filter_fn())
+        apply_pretrained(self.backbone, name, pretrained, meta.keys, meta.filter_fn())
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {**super().extra_modules(), "stem": self.stem, "pyramid": self.pyramid}

@@ -7,6 +7,7 @@ with or without ``module.`` prefixes, as ``.pth`` or ``.safetensors``.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -17,6 +18,8 @@ from torch import nn
 from decseg.errors import PretrainedWeightsError
 from decseg.io import safe_torch_load
 from decseg.models.encoders.common import OFFICIAL_RES2NET_FILE, offline_help
+
+log = logging.getLogger(__name__)
 
 HEAD_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.")
 
@@ -57,6 +60,19 @@ def _read(path: Path) -> Any:
 def _first(items: list, n: int = 5) -> str:
     more = f" ... ({len(items) - n} more)" if len(items) > n else ""
     return ", ".join(str(i) for i in items[:n]) + more
+
+
+def apply_pretrained(backbone: nn.Module, name: str, pretrained: Union[bool, str, None],
+                     classifier_keys: Union[set[str], frozenset[str]] = frozenset(),
+                     filter_fn: Optional[Callable[[dict, nn.Module], dict]] = None) -> None:
+    """The ``model.pretrained`` rule shared by every encoder kind, after the backbone is built:
+    True (timm's weights, already loaded by ``create_timm``), False (random, with a warning),
+    a file path (loaded here), or None (random without warning: the caller loads weights)."""
+    if pretrained is False:
+        log.warning("model.pretrained=false: encoder %s starts from random weights; "
+                    "results will be far below the paper's (ImageNet-initialised) numbers.", name)
+    elif isinstance(pretrained, str):
+        load_encoder_weights(backbone, pretrained, classifier_keys, filter_fn)
 
 
 def load_encoder_weights(backbone: nn.Module, path: Union[str, Path],

@@ -285,6 +285,9 @@ class Trainer:
                     return SIGNAL_EXIT_CODES.get(self._signal, 143)
                 self._say(f"stopped after iteration {it} (--stop-after); continue with --resume")
                 return 0
+        # Every rank leaves together: a rank that tears its gloo group down while rank 0 is still
+        # writing the last checkpoint can abort at exit ("terminate called without an active exception").
+        D.barrier()
         bar.close()
         tb.close()
         if self.main:

@@ -8,6 +8,7 @@ named as such, instead of torch's multi-line advice to use weights_only=False.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -64,6 +65,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 _PARTIAL_OWNER = re.compile(r"(\d+)@(.+)\.[^.]+")  # PID@HOST.RANDOM after ".NAME.partial-"
+
+
+def read_json_object(path: str | Path) -> dict | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable, half-written or not
+    an object (callers treat all of these as "not there yet")."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _host() -> str:

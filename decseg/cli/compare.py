@@ -216,13 +216,6 @@ def _differences(a: dict, b: dict) -> list[str]:
             if a[s].get(k) != b.get(s, {}).get(k)]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
 
 def plan_cells(data: Path, out: Path, methods: list[str], ratios, seeds: list[int], config: str | None,
                overrides: Sequence[str], infos: dict, classes: int) -> list[Cell]:
@@ -283,10 +276,11 @@ def split_overrides(overrides: Sequence[str], methods: list[str]) -> tuple[list[
 
 def _cell_state(cell: Cell, cfg) -> str:
     from decseg import load_config
+    from decseg.io import read_json_object
     from decseg.train.run_stats import read_stats
 
     wanted = _config_dict(cfg)
-    done = _read_json(cell.dir / CELL_RESULT)
+    done = read_json_object(cell.dir / CELL_RESULT)
     if done is not None:
         diffs = _differences(wanted, _strip_execution(done.get("config", {})))
         if diffs:
@@ -514,6 +508,7 @@ def run_compare(data: str | Path, out: str | Path, methods: list[str], ratios, s
     from decseg.cli.compare_report import write_compare_report
     from decseg.data import DatasetLayout
     from decseg.files import check_output
+    from decseg.io import read_json_object
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     data, out = Path(data), Path(out)
@@ -566,7 +561,7 @@ def run_compare(data: str | Path, out: str | Path, methods: list[str], ratios, s
                 raise DecsegError(f"cell {cell.name} stopped with exit code {rc}; rerun the same decseg compare")
 
     results = write_compare_report(out, [c.name for c in cells], [m for m in methods], [t for t, _ in ratios],
-                                   seeds, [_read_json(c.dir / CELL_RESULT) for c in cells])
+                                   seeds, [read_json_object(c.dir / CELL_RESULT) for c in cells])
     log(f"report: {out / 'report.md'}")
     if busy:
         raise CellsBusy(f"{len(busy)} cell(s) are in use by another decseg train ({', '.join(busy[:3])}); "

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from decseg.errors import DecsegError
-from decseg.io import pid_alive
+from decseg.io import pid_alive, read_json_object
 
 LOCK_NAME = ".lock"
 # flock errors that mean "this filesystem cannot lock", not "someone holds it"
@@ -35,13 +35,6 @@ def _holder_text(holder: dict | None) -> str:
     return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
             f"(since {holder.get('started', '?')})")
 
-
-def _read(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 class RunLock:
@@ -114,7 +107,7 @@ class RunLock:
         if not same:  # the previous holder removed the file between our open and flock
             os.close(fd)
             return None
-        left = _read(path)
+        left = read_json_object(path)
         if left:
             print(f"note: {path}: taking over the lock left by {_holder_text(left)}, which is no longer "
                   f"running", file=sys.stderr)
@@ -150,7 +143,7 @@ class RunLock:
             return
         self.held = False
         if self._fd is None:
-            if _read(self.path) == self.record:
+            if read_json_object(self.path) == self.record:
                 self.path.unlink(missing_ok=True)
         else:
             try:
@@ -180,7 +173,7 @@ def _remove_if_empty(folder: Path) -> None:
 def _read_settled(path: Path) -> dict | None:
     """The holder's record; a holder that has just taken the lock may not have written it yet."""
     for _ in range(10):
-        holder = _read(path)
+        holder = read_json_object(path)
         if holder:
             return holder
         time.sleep(0.05)
